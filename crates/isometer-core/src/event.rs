@@ -1,0 +1,89 @@
+//! The two facts isometer records: one usage event per attempt, one task record per task.
+
+use crate::{Money, Outcome, Usage};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Whether a run serves a customer (billable when successful) or explores (shown apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunClass {
+    #[default]
+    Customer,
+    Exploratory,
+}
+
+impl RunClass {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RunClass::Customer => "customer",
+            RunClass::Exploratory => "exploratory",
+        }
+    }
+}
+
+impl fmt::Display for RunClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RunClass {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "customer" => Ok(RunClass::Customer),
+            "exploratory" => Ok(RunClass::Exploratory),
+            other => Err(format!("unknown run class `{other}` (customer, exploratory)")),
+        }
+    }
+}
+
+/// The deterministic id of an attempt's event: the same attempt always yields the same id,
+/// so a re-sent event can be recognised as a duplicate.
+pub fn event_id(task_id: &str, attempt: u16) -> String {
+    format!("{task_id}/{attempt}")
+}
+
+/// One attempt of one task: what ran, under which policy, what it consumed and what it cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageEvent {
+    pub event_id: String,
+    pub time: DateTime<Utc>,
+    pub tenant_id: String,
+    pub tier: String,
+    pub use_case: String,
+    pub tool_id: String,
+    pub task_id: String,
+    pub run_id: String,
+    pub run_class: RunClass,
+    /// 1 for the first attempt.
+    pub attempt: u16,
+    pub outcome: Outcome,
+    pub exit_code: Option<i32>,
+    pub usage: Usage,
+    pub policy_id: String,
+    pub artifact_hash: String,
+    pub rate_card_version: String,
+    pub cost: Money,
+}
+
+/// One business task: its final outcome, how many attempts it took and what they cost together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub task_id: String,
+    pub submitted: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    pub tenant_id: String,
+    pub tier: String,
+    pub use_case: String,
+    pub tool_id: String,
+    pub run_id: String,
+    pub run_class: RunClass,
+    pub outcome: Outcome,
+    pub attempts: u16,
+    pub total_cost: Money,
+}

@@ -1,0 +1,246 @@
+//! The engine shared by all attempts, loaded artifacts, and the execution of one attempt.
+
+use crate::error::RuntimeError;
+use crate::limits::{Limits, MeteredLimiter};
+use crate::output::{CappedOutput, OutputBudget};
+use crate::report::ExecutionReport;
+use isometer_core::{Outcome, Usage, sha256_hex};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use wasmtime::{Config, Engine, InstancePre, Linker, Module, Store, Trap};
+use wasmtime_wasi::I32Exit;
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+
+/// How often the epoch advances: the resolution of wall-time deadlines.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// A running guest yields to the async executor after this much fuel, so one busy guest
+/// never holds an executor thread for long.
+const FUEL_YIELD_INTERVAL: u64 = 1_000_000;
+
+/// Extra time the host waits past the deadline for a guest blocked outside wasm code.
+const DEADLINE_GRACE: Duration = Duration::from_millis(50);
+
+/// Per-attempt host state.
+struct AttemptState {
+    wasi: WasiP1Ctx,
+    limiter: MeteredLimiter,
+}
+
+/// The one engine and linker every attempt shares.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<AttemptState>,
+    ticker: EpochTicker,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+/// A validated, compiled tool module, ready to be instantiated many times.
+#[derive(Clone)]
+pub struct Artifact {
+    hash: String,
+    pre: InstancePre<AttemptState>,
+}
+
+impl std::fmt::Debug for Artifact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Artifact").field("hash", &self.hash).finish()
+    }
+}
+
+impl Artifact {
+    /// sha256 of the module's bytes, hex-encoded.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+}
+
+impl Runtime {
+    pub fn new() -> Result<Self, RuntimeError> {
+        let mut config = Config::new();
+        config.consume_fuel(true).epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut AttemptState| &mut s.wasi)
+            .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Runtime {
+            engine,
+            linker,
+            ticker,
+        })
+    }
+
+    /// Compiles and links a module given as wasm binary or WAT text.
+    pub fn load(&self, bytes: &[u8]) -> Result<Artifact, RuntimeError> {
+        let invalid = |e: wasmtime::Error| RuntimeError::InvalidArtifact(format!("{e:#}"));
+        let module = Module::new(&self.engine, bytes).map_err(invalid)?;
+        match module.get_export("_start") {
+            Some(wasmtime::ExternType::Func(_)) => {}
+            _ => {
+                return Err(RuntimeError::InvalidArtifact(
+                    "the module exports no `_start` function; a WASI command module is expected"
+                        .into(),
+                ));
+            }
+        }
+        let pre = self.linker.instantiate_pre(&module).map_err(invalid)?;
+        Ok(Artifact {
+            hash: sha256_hex(bytes),
+            pre,
+        })
+    }
+
+    /// Reads and loads a `.wasm` or `.wat` file.
+    pub fn load_file(&self, path: &Path) -> Result<Artifact, RuntimeError> {
+        let bytes = std::fs::read(path).map_err(|source| RuntimeError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.load(&bytes)
+    }
+
+    /// Runs one attempt in a fresh instance. Never fails: whatever the guest does becomes
+    /// the report's outcome.
+    pub async fn execute(&self, artifact: &Artifact, input: &[u8], limits: &Limits) -> ExecutionReport {
+        let started = Instant::now();
+        let budget = OutputBudget::new(limits.max_output_bytes);
+        let stdout = CappedOutput::new(budget.clone());
+        let stderr = CappedOutput::new(budget.clone());
+        let wasi = WasiCtxBuilder::new()
+            .stdin(MemoryInputPipe::new(input.to_vec()))
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build_p1();
+        let mut store = Store::new(
+            &self.engine,
+            AttemptState {
+                wasi,
+                limiter: MeteredLimiter::new(limits.memory_bytes),
+            },
+        );
+        store.limiter(|s| &mut s.limiter);
+        if let Err(e) = store
+            .set_fuel(limits.fuel)
+            .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)))
+        {
+            return ExecutionReport::not_run(Outcome::Trapped, format!("cannot set fuel: {e:#}"));
+        }
+        store.set_epoch_deadline(deadline_ticks(limits.timeout));
+        store.epoch_deadline_trap();
+
+        let result = {
+            let run = async {
+                let instance = artifact.pre.instantiate_async(&mut store).await?;
+                let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                start.call_async(&mut store, ()).await
+            };
+            tokio::time::timeout(limits.timeout + DEADLINE_GRACE, run).await
+        };
+
+        let fuel_left = store.get_fuel().unwrap_or(0);
+        let limiter = &store.data().limiter;
+        let (outcome, exit_code, detail) =
+            classify(result, limiter.memory_refused, budget.exceeded());
+        let stdout = stdout.take_contents();
+        let stderr = stderr.take_contents();
+        ExecutionReport {
+            outcome,
+            exit_code,
+            usage: Usage {
+                fuel: limits.fuel.saturating_sub(fuel_left),
+                peak_memory_bytes: limiter.peak_memory as u64,
+                wall_time_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                egress_bytes: 0,
+                output_bytes: (stdout.len() + stderr.len()) as u64,
+            },
+            stdout,
+            stderr,
+            detail,
+        }
+    }
+
+    /// The engine's epoch ticker is running (it stops when the runtime is dropped).
+    pub fn is_ticking(&self) -> bool {
+        !self.ticker.stop.load(Ordering::Relaxed)
+    }
+}
+
+fn deadline_ticks(timeout: Duration) -> u64 {
+    let ticks = timeout.as_nanos() / EPOCH_TICK.as_nanos();
+    u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+}
+
+/// Maps how the call ended to an outcome, from typed errors and limiter state only.
+fn classify(
+    result: Result<wasmtime::Result<()>, tokio::time::error::Elapsed>,
+    memory_refused: bool,
+    output_exceeded: bool,
+) -> (Outcome, Option<i32>, Option<String>) {
+    let error = match result {
+        Err(_) => return (Outcome::TimedOut, None, Some("wall-time deadline reached".into())),
+        Ok(Ok(())) if output_exceeded => {
+            return (Outcome::OutputExceeded, Some(0), Some("output limit reached".into()));
+        }
+        Ok(Ok(())) => return (Outcome::Success, Some(0), None),
+        Ok(Err(e)) => e,
+    };
+    if let Some(I32Exit(code)) = error.downcast_ref::<I32Exit>() {
+        return match (*code, output_exceeded) {
+            (_, true) => (Outcome::OutputExceeded, Some(*code), Some("output limit reached".into())),
+            (0, false) => (Outcome::Success, Some(0), None),
+            (code, false) => (Outcome::Failed, Some(code), Some(format!("exited with code {code}"))),
+        };
+    }
+    let detail = Some(format!("{error:#}"));
+    if memory_refused {
+        return (Outcome::MemoryExceeded, None, detail);
+    }
+    if output_exceeded {
+        return (Outcome::OutputExceeded, None, detail);
+    }
+    let outcome = match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => Outcome::FuelExhausted,
+        Some(Trap::Interrupt) => Outcome::TimedOut,
+        _ => Outcome::Trapped,
+    };
+    (outcome, None, detail)
+}
+
+/// Advances the engine's epoch every tick on its own thread, until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("isometer-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .map(|_| ())
+            .unwrap_or_else(|e| tracing::error!("cannot start the epoch ticker: {e}"));
+        EpochTicker { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,120 @@
+//! Runtime tests: hand-written WAT guests, each checked for its outcome and metering.
+
+use isometer_core::Outcome;
+use isometer_runtime::{Limits, Runtime};
+use std::time::Duration;
+
+/// A command module that writes `msg` to stdout and exits with `code`.
+fn echo_and_exit(msg: &str, code: i32) -> String {
+    format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "{msg}")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const {len}))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (call $proc_exit (i32.const {code}))))"#,
+        len = msg.len()
+    )
+}
+
+const INFINITE_LOOP: &str = r#"(module (func (export "_start") (loop $l (br $l))))"#;
+
+const GROW_FOREVER: &str = r#"(module
+  (memory 1)
+  (func (export "_start") (loop $l (drop (memory.grow (i32.const 16))) (br $l))))"#;
+
+const UNREACHABLE: &str = r#"(module (func (export "_start") unreachable))"#;
+
+fn limits() -> Limits {
+    Limits {
+        fuel: 10_000_000,
+        memory_bytes: 4 << 20,
+        timeout: Duration::from_secs(5),
+        max_output_bytes: 1024,
+    }
+}
+
+async fn run(wat: &str, limits: Limits) -> isometer_runtime::ExecutionReport {
+    let runtime = Runtime::new().expect("runtime");
+    let artifact = runtime.load(wat.as_bytes()).expect("valid module");
+    runtime.execute(&artifact, b"{}", &limits).await
+}
+
+#[tokio::test]
+async fn success_captures_stdout_and_meters() {
+    let report = run(&echo_and_exit("hello", 0), limits()).await;
+    assert_eq!(report.outcome, Outcome::Success, "{report:?}");
+    assert_eq!(report.exit_code, Some(0));
+    assert_eq!(report.stdout, b"hello");
+    assert!(report.usage.fuel > 0 && report.usage.fuel < 1000, "{:?}", report.usage);
+    assert_eq!(report.usage.peak_memory_bytes, 65536);
+    assert_eq!(report.usage.output_bytes, 5);
+}
+
+#[tokio::test]
+async fn nonzero_exit_is_failed_with_its_code() {
+    let report = run(&echo_and_exit("boom", 3), limits()).await;
+    assert_eq!((report.outcome, report.exit_code), (Outcome::Failed, Some(3)));
+}
+
+#[tokio::test]
+async fn infinite_loop_exhausts_fuel() {
+    let report = run(INFINITE_LOOP, limits()).await;
+    assert_eq!(report.outcome, Outcome::FuelExhausted, "{report:?}");
+    assert_eq!(report.usage.fuel, limits().fuel);
+}
+
+#[tokio::test]
+async fn infinite_loop_with_ample_fuel_times_out_near_its_deadline() {
+    let limits = Limits {
+        fuel: u64::MAX / 2,
+        timeout: Duration::from_millis(200),
+        ..limits()
+    };
+    let report = run(INFINITE_LOOP, limits).await;
+    assert_eq!(report.outcome, Outcome::TimedOut, "{report:?}");
+    let wall = Duration::from_micros(report.usage.wall_time_us);
+    assert!(wall >= Duration::from_millis(200) && wall < Duration::from_secs(2), "{wall:?}");
+}
+
+#[tokio::test]
+async fn memory_growth_past_the_limit_is_memory_exceeded() {
+    let report = run(GROW_FOREVER, limits()).await;
+    assert_eq!(report.outcome, Outcome::MemoryExceeded, "{report:?}");
+    assert!(report.usage.peak_memory_bytes <= 4 << 20);
+    assert!(report.usage.peak_memory_bytes > 65536);
+}
+
+#[tokio::test]
+async fn output_past_the_limit_is_output_exceeded() {
+    let big = "x".repeat(2000);
+    let report = run(&echo_and_exit(&big, 0), limits()).await;
+    assert_eq!(report.outcome, Outcome::OutputExceeded, "{report:?}");
+    assert!(report.stdout.len() <= 1024);
+}
+
+#[tokio::test]
+async fn unreachable_is_trapped() {
+    let report = run(UNREACHABLE, limits()).await;
+    assert_eq!(report.outcome, Outcome::Trapped, "{report:?}");
+}
+
+#[test]
+fn modules_that_are_not_commands_are_refused() {
+    let runtime = Runtime::new().expect("runtime");
+    for (bytes, expect) in [
+        (&b"not wasm at all"[..], "invalid tool artifact"),
+        (b"(module)", "_start"),
+        (
+            b"(module (import \"env\" \"nope\" (func)) (func (export \"_start\")))",
+            "nope",
+        ),
+    ] {
+        let err = runtime.load(bytes).expect_err("must be refused").to_string();
+        assert!(err.contains(expect), "{err}");
+    }
+}
