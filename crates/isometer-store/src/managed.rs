@@ -1,0 +1,350 @@
+//! A `clickhouse-server` child process that isometer starts, owns and always stops.
+//!
+//! The server is spawned from a dedicated thread that lives exactly as long as the server
+//! should, through `setpriv --pdeathsig TERM`: if isometer dies in any way, SIGKILL
+//! included, the kernel sends the server SIGTERM, so no orphan is ever left behind.
+
+use crate::error::StoreError;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How to start a managed server.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Directory for the server's configuration, data and logs (created if missing).
+    pub dir: PathBuf,
+    /// How long to wait for the server to answer `/ping`.
+    pub startup_timeout: Duration,
+    /// How long a SIGTERM may take before SIGKILL.
+    pub shutdown_timeout: Duration,
+}
+
+impl ServerOptions {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        ServerOptions {
+            dir: dir.into(),
+            startup_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// A running `clickhouse-server` owned by this process.
+#[derive(Debug)]
+pub struct ManagedClickHouse {
+    http_port: u16,
+    pid: u32,
+    dir: PathBuf,
+    shutdown_timeout: Duration,
+    control: Option<mpsc::Sender<Duration>>,
+    stopped: Arc<Mutex<Option<ExitStatus>>>,
+    // Behind a mutex only so the handle is Sync (it can live in a static).
+    done: Mutex<Option<mpsc::Receiver<()>>>,
+}
+
+impl ManagedClickHouse {
+    /// Starts a server with its files under `options.dir` and waits until it answers.
+    pub fn start(options: &ServerOptions) -> Result<Self, StoreError> {
+        let binary = find_server_binary().ok_or(StoreError::ServerNotFound)?;
+        let dir = prepare_dir(&options.dir)?;
+        // A free port found now may be taken before the server binds it: try again then.
+        let mut last_error = None;
+        for _ in 0..3 {
+            match Self::start_once(&binary, &dir, options) {
+                Ok(server) => return Ok(server),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or(StoreError::ServerNotFound))
+    }
+
+    fn start_once(binary: &Path, dir: &Path, options: &ServerOptions) -> Result<Self, StoreError> {
+        let http_port = free_port().map_err(StoreError::Spawn)?;
+        let tcp_port = free_port().map_err(StoreError::Spawn)?;
+        let io = |source| StoreError::DataDir {
+            path: dir.to_owned(),
+            source,
+        };
+        std::fs::write(dir.join("config.xml"), server_config(dir, http_port, tcp_port)).map_err(io)?;
+        std::fs::write(dir.join("users.xml"), USERS_XML).map_err(io)?;
+        let log = dir.join("log/stdout.log");
+        let stdout = std::fs::File::create(&log).map_err(io)?;
+        let stderr = stdout.try_clone().map_err(io)?;
+
+        let mut command = match which("setpriv") {
+            Some(setpriv) => {
+                let mut c = Command::new(setpriv);
+                c.args(["--pdeathsig", "TERM", "--"]).arg(binary);
+                c
+            }
+            None => {
+                tracing::warn!("setpriv not found: the ClickHouse child is stopped on exit, but not if isometer is killed");
+                Command::new(binary)
+            }
+        };
+        command
+            .arg(format!("--config-file={}", dir.join("config.xml").display()))
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+
+        let stopped = Arc::new(Mutex::new(None));
+        let (control_tx, control_rx) = mpsc::channel::<Duration>();
+        let (spawned_tx, spawned_rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel();
+        let status = stopped.clone();
+        std::thread::Builder::new()
+            .name("clickhouse-guardian".into())
+            .spawn(move || guard(command, control_rx, spawned_tx, status, done_tx))
+            .map_err(StoreError::Spawn)?;
+        let pid = spawned_rx
+            .recv()
+            .unwrap_or_else(|_| Err(std::io::Error::other("guardian thread ended")))
+            .map_err(StoreError::Spawn)?;
+
+        let mut server = ManagedClickHouse {
+            http_port,
+            pid,
+            dir: dir.to_owned(),
+            shutdown_timeout: options.shutdown_timeout,
+            control: Some(control_tx),
+            stopped,
+            done: Mutex::new(Some(done_rx)),
+        };
+        if let Err(reason) = server.wait_ready(options.startup_timeout) {
+            server.stop();
+            let error_log = dir.join("log/error.log");
+            let tail = tail_lines(&error_log, 15).or_else(|| tail_lines(&log, 15)).unwrap_or_default();
+            return Err(StoreError::NotReady {
+                reason,
+                log: error_log,
+                tail,
+            });
+        }
+        tracing::info!(pid, http_port, dir = %dir.display(), "clickhouse-server ready");
+        Ok(server)
+    }
+
+    fn wait_ready(&self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) {
+                return Err(format!("the server exited during start-up ({status})"));
+            }
+            if ping(self.http_port) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("no answer on port {} within {timeout:?}", self.http_port));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The server's HTTP URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Stops the server (SIGTERM, then SIGKILL after the shutdown timeout) and waits for it.
+    /// Idempotent.
+    pub fn stop(&mut self) {
+        if let Some(control) = self.control.take() {
+            let _ = control.send(self.shutdown_timeout);
+        }
+        let done = self.done.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(done) = done {
+            let _ = done.recv();
+            tracing::info!(pid = self.pid, "clickhouse-server stopped");
+        }
+    }
+}
+
+impl Drop for ManagedClickHouse {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Body of the guardian thread: spawn, watch, and on request (or when the handle is gone)
+/// terminate and reap the server.
+fn guard(
+    mut command: Command,
+    control: mpsc::Receiver<Duration>,
+    spawned: mpsc::Sender<std::io::Result<u32>>,
+    stopped: Arc<Mutex<Option<ExitStatus>>>,
+    done: mpsc::Sender<()>,
+) {
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let _ = spawned.send(Err(e));
+            return;
+        }
+    };
+    let _ = spawned.send(Ok(child.id()));
+    let grace = loop {
+        match control.recv_timeout(Duration::from_millis(100)) {
+            Ok(grace) => break grace,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break Duration::from_secs(15),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    *stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+                    // Wait for the stop request so the handle still learns it is done.
+                    let _ = control.recv();
+                    let _ = done.send(());
+                    return;
+                }
+            }
+        }
+    };
+    let status = terminate(&mut child, grace);
+    *stopped.lock().unwrap_or_else(|e| e.into_inner()) = status;
+    let _ = done.send(());
+}
+
+fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return Some(status);
+    }
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tracing::warn!(pid = child.id(), "clickhouse-server ignored SIGTERM; killing it");
+    let _ = child.kill();
+    child.wait().ok()
+}
+
+fn find_server_binary() -> Option<PathBuf> {
+    which("clickhouse-server").or_else(|| {
+        ["/usr/sbin/clickhouse-server", "/usr/bin/clickhouse-server"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+    })
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+fn prepare_dir(dir: &Path) -> Result<PathBuf, StoreError> {
+    let io = |source| StoreError::DataDir {
+        path: dir.to_owned(),
+        source,
+    };
+    for sub in ["data", "tmp", "log", "user_files", "format_schemas"] {
+        std::fs::create_dir_all(dir.join(sub)).map_err(io)?;
+    }
+    dir.canonicalize().map_err(io)
+}
+
+fn free_port() -> std::io::Result<u16> {
+    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// `GET /ping` answered with `Ok.`.
+fn ping(port: u16) -> bool {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    if stream
+        .write_all(b"GET /ping HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.") && answer.contains(" 200 ") && answer.ends_with("Ok.\n")
+}
+
+fn tail_lines(path: &Path, n: usize) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(n)..].join("\n");
+    (!tail.is_empty()).then_some(tail)
+}
+
+fn server_config(dir: &Path, http_port: u16, tcp_port: u16) -> String {
+    let d = dir.display();
+    // <yandex> is the root element 18.x reads; current releases accept it too.
+    format!(
+        r#"<?xml version="1.0"?>
+<yandex>
+    <logger>
+        <level>warning</level>
+        <log>{d}/log/server.log</log>
+        <errorlog>{d}/log/error.log</errorlog>
+        <size>50M</size>
+        <count>2</count>
+    </logger>
+    <listen_host>127.0.0.1</listen_host>
+    <http_port>{http_port}</http_port>
+    <tcp_port>{tcp_port}</tcp_port>
+    <path>{d}/data/</path>
+    <tmp_path>{d}/tmp/</tmp_path>
+    <user_files_path>{d}/user_files/</user_files_path>
+    <format_schema_path>{d}/format_schemas/</format_schema_path>
+    <users_config>{d}/users.xml</users_config>
+    <default_profile>default</default_profile>
+    <default_database>default</default_database>
+    <mark_cache_size>268435456</mark_cache_size>
+    <max_concurrent_queries>200</max_concurrent_queries>
+</yandex>
+"#
+    )
+}
+
+const USERS_XML: &str = r#"<?xml version="1.0"?>
+<yandex>
+    <profiles>
+        <default>
+            <max_memory_usage>8000000000</max_memory_usage>
+        </default>
+    </profiles>
+    <users>
+        <default>
+            <password></password>
+            <networks>
+                <ip>127.0.0.1</ip>
+                <ip>::1</ip>
+            </networks>
+            <profile>default</profile>
+            <quota>default</quota>
+        </default>
+    </users>
+    <quotas>
+        <default></default>
+    </quotas>
+</yandex>
+"#;

@@ -1,0 +1,194 @@
+//! Row layouts of the tables, in RowBinary order, and their conversion from and to the core
+//! types. Money crosses as `Decimal128(12)`: an i128 of millionths of millionths.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use isometer_core::{Money, Outcome, RunClass, TaskRecord, Usage, UsageEvent};
+use serde::{Deserialize, Serialize};
+
+/// Decimal places of every money column.
+pub(crate) const MONEY_SCALE: u32 = 12;
+
+pub(crate) fn money_to_i128(m: Money) -> i128 {
+    let mut m = m.round_dp_with_strategy(MONEY_SCALE, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+    m.rescale(MONEY_SCALE);
+    m.mantissa()
+}
+
+pub(crate) fn money_from_i128(v: i128) -> Money {
+    // A sum too large for Decimal's 96 bits saturates rather than panics; it would take
+    // ~79 billion billion currency units to get there.
+    Money::try_from_i128_with_scale(v, MONEY_SCALE).unwrap_or(Money::MAX)
+}
+
+fn days_since_epoch(t: DateTime<Utc>) -> u16 {
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+    u16::try_from((t.date_naive() - epoch).num_days()).unwrap_or(0)
+}
+
+fn epoch_seconds(t: DateTime<Utc>) -> u32 {
+    u32::try_from(t.timestamp()).unwrap_or(0)
+}
+
+fn millis(t: DateTime<Utc>) -> u64 {
+    u64::try_from(t.timestamp_millis()).unwrap_or(0)
+}
+
+fn from_millis(ms: u64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX)).unwrap_or_default()
+}
+
+#[derive(Debug, Clone, clickhouse::Row, Serialize, Deserialize)]
+pub(crate) struct EventRow {
+    event_id: String,
+    event_date: u16,
+    event_time: u32,
+    ts_ms: u64,
+    tenant_id: String,
+    tier: String,
+    use_case: String,
+    tool_id: String,
+    task_id: String,
+    run_id: String,
+    run_class: String,
+    attempt: u16,
+    outcome: String,
+    exit_code: Option<i32>,
+    fuel: u64,
+    peak_memory_bytes: u64,
+    wall_time_us: u64,
+    egress_bytes: u64,
+    output_bytes: u64,
+    policy_id: String,
+    artifact_hash: String,
+    rate_card_version: String,
+    cost: i128,
+}
+
+impl From<&UsageEvent> for EventRow {
+    fn from(e: &UsageEvent) -> Self {
+        EventRow {
+            event_id: e.event_id.clone(),
+            event_date: days_since_epoch(e.time),
+            event_time: epoch_seconds(e.time),
+            ts_ms: millis(e.time),
+            tenant_id: e.tenant_id.clone(),
+            tier: e.tier.clone(),
+            use_case: e.use_case.clone(),
+            tool_id: e.tool_id.clone(),
+            task_id: e.task_id.clone(),
+            run_id: e.run_id.clone(),
+            run_class: e.run_class.as_str().to_owned(),
+            attempt: e.attempt,
+            outcome: e.outcome.as_str().to_owned(),
+            exit_code: e.exit_code,
+            fuel: e.usage.fuel,
+            peak_memory_bytes: e.usage.peak_memory_bytes,
+            wall_time_us: e.usage.wall_time_us,
+            egress_bytes: e.usage.egress_bytes,
+            output_bytes: e.usage.output_bytes,
+            policy_id: e.policy_id.clone(),
+            artifact_hash: e.artifact_hash.clone(),
+            rate_card_version: e.rate_card_version.clone(),
+            cost: money_to_i128(e.cost),
+        }
+    }
+}
+
+impl EventRow {
+    /// Back to the core type; a word the core does not know fails with the column named.
+    pub(crate) fn into_event(self) -> Result<UsageEvent, String> {
+        Ok(UsageEvent {
+            outcome: self.outcome.parse::<Outcome>().map_err(|e| format!("usage_events.outcome: {e}"))?,
+            run_class: self.run_class.parse::<RunClass>().map_err(|e| format!("usage_events.run_class: {e}"))?,
+            event_id: self.event_id,
+            time: from_millis(self.ts_ms),
+            tenant_id: self.tenant_id,
+            tier: self.tier,
+            use_case: self.use_case,
+            tool_id: self.tool_id,
+            task_id: self.task_id,
+            run_id: self.run_id,
+            attempt: self.attempt,
+            exit_code: self.exit_code,
+            usage: Usage {
+                fuel: self.fuel,
+                peak_memory_bytes: self.peak_memory_bytes,
+                wall_time_us: self.wall_time_us,
+                egress_bytes: self.egress_bytes,
+                output_bytes: self.output_bytes,
+            },
+            policy_id: self.policy_id,
+            artifact_hash: self.artifact_hash,
+            rate_card_version: self.rate_card_version,
+            cost: money_from_i128(self.cost),
+        })
+    }
+}
+
+#[derive(Debug, Clone, clickhouse::Row, Serialize, Deserialize)]
+pub(crate) struct TaskRow {
+    task_id: String,
+    submitted_date: u16,
+    submitted_ms: u64,
+    finished_ms: u64,
+    tenant_id: String,
+    tier: String,
+    use_case: String,
+    tool_id: String,
+    run_id: String,
+    run_class: String,
+    outcome: String,
+    attempts: u16,
+    total_cost: i128,
+}
+
+impl From<&TaskRecord> for TaskRow {
+    fn from(t: &TaskRecord) -> Self {
+        TaskRow {
+            task_id: t.task_id.clone(),
+            submitted_date: days_since_epoch(t.submitted),
+            submitted_ms: millis(t.submitted),
+            finished_ms: millis(t.finished),
+            tenant_id: t.tenant_id.clone(),
+            tier: t.tier.clone(),
+            use_case: t.use_case.clone(),
+            tool_id: t.tool_id.clone(),
+            run_id: t.run_id.clone(),
+            run_class: t.run_class.as_str().to_owned(),
+            outcome: t.outcome.as_str().to_owned(),
+            attempts: t.attempts,
+            total_cost: money_to_i128(t.total_cost),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    #[test]
+    fn money_crosses_at_twelve_places_rounding_half_away_from_zero() {
+        let cases = [
+            ("0", 0_i128),
+            ("1", 1_000_000_000_000),
+            ("0.000000000001", 1),
+            ("0.0000000000005", 1),
+            ("-0.0000000000005", -1),
+            ("0.00000000000049", 0),
+            ("12345.678901234567", 12_345_678_901_234_567),
+            ("12345.6789012345675", 12_345_678_901_234_568),
+        ];
+        for (text, raw) in cases {
+            let m = Money::from_str(text).expect("decimal");
+            assert_eq!(money_to_i128(m), raw, "{text}");
+        }
+        assert_eq!(money_from_i128(1_500_000_000_000).to_string(), "1.500000000000");
+    }
+
+    #[test]
+    fn dates_are_days_since_the_epoch() {
+        let t = DateTime::from_timestamp(86_400 * 3 + 5, 0).expect("valid");
+        assert_eq!((days_since_epoch(t), epoch_seconds(t)), (3, 259_205));
+    }
+}

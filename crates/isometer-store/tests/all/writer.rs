@@ -1,0 +1,109 @@
+//! Usage written through the writer reads back exactly, money to the last decimal.
+
+use chrono::{DateTime, Utc};
+use isometer_core::{Money, Outcome, RunClass, TaskRecord, Usage, UsageEvent, event_id};
+use isometer_store::WriterOptions;
+use std::str::FromStr;
+
+fn at(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).expect("valid")
+}
+
+fn event(task: &str, tenant: &str, attempt: u16, outcome: Outcome, cost: &str) -> UsageEvent {
+    UsageEvent {
+        event_id: event_id(task, attempt),
+        time: at(1_763_700_000_123 + i64::from(attempt)),
+        tenant_id: tenant.into(),
+        tier: "standard".into(),
+        use_case: "summaries".into(),
+        tool_id: "summarize".into(),
+        task_id: task.into(),
+        run_id: "run-1".into(),
+        run_class: RunClass::Customer,
+        attempt,
+        outcome,
+        exit_code: (outcome == Outcome::Success).then_some(0),
+        usage: Usage {
+            fuel: 123_456,
+            peak_memory_bytes: 1 << 20,
+            wall_time_us: 1_500,
+            egress_bytes: 0,
+            output_bytes: 42,
+        },
+        policy_id: "summarize/standard".into(),
+        artifact_hash: "ab".repeat(32),
+        rate_card_version: "standard@2026-01".into(),
+        cost: Money::from_str(cost).expect("decimal"),
+    }
+}
+
+fn task(id: &str, tenant: &str, events: &[UsageEvent]) -> TaskRecord {
+    let last = events.last().expect("at least one attempt");
+    TaskRecord {
+        task_id: id.into(),
+        submitted: events[0].time,
+        finished: last.time,
+        tenant_id: tenant.into(),
+        tier: "standard".into(),
+        use_case: "summaries".into(),
+        tool_id: "summarize".into(),
+        run_id: "run-1".into(),
+        run_class: RunClass::Customer,
+        outcome: last.outcome,
+        attempts: events.len() as u16,
+        total_cost: events.iter().map(|e| e.cost).sum(),
+    }
+}
+
+#[tokio::test]
+async fn events_and_tasks_read_back_exactly() {
+    let store = isometer_testkit::database().await;
+    let writer = store.writer(WriterOptions::default());
+
+    let t1 = vec![
+        event("t1", "acme", 1, Outcome::Failed, "0.000000123456"),
+        event("t1", "acme", 2, Outcome::Success, "0.000000200001"),
+    ];
+    let t2 = vec![event("t2", "acme", 1, Outcome::FuelExhausted, "1.5")];
+    let t3 = vec![event("t3", "globex", 1, Outcome::Success, "0.333333333333")];
+    for (id, tenant, events) in [("t1", "acme", &t1), ("t2", "acme", &t2), ("t3", "globex", &t3)] {
+        writer.record(events.clone(), task(id, tenant, events)).await.expect("queued");
+    }
+    writer.flush().await.expect("flushed");
+
+    assert_eq!(store.task_events("t1").await.expect("query"), t1);
+    assert_eq!(store.task_events("t3").await.expect("query"), t3);
+
+    let summaries = store.tenant_summaries().await.expect("summaries");
+    assert_eq!(summaries.len(), 2);
+    let acme = &summaries[0];
+    assert_eq!((acme.tenant_id.as_str(), acme.tasks, acme.successful, acme.attempts), ("acme", 2, 1, 3));
+    assert_eq!(acme.cost, Money::from_str("1.500000323457").expect("decimal"));
+    assert_eq!(acme.cost_per_successful_task(), Some(acme.cost));
+    assert_eq!(summaries[1].cost, Money::from_str("0.333333333333").expect("decimal"));
+
+    let outcomes = store.outcome_counts().await.expect("outcomes");
+    let success = outcomes.iter().find(|o| o.outcome == "success").expect("success row");
+    assert_eq!(success.attempts, 2);
+    let totals = store.totals().await.expect("totals");
+    assert_eq!((totals.events, totals.tasks, totals.tenants, totals.tools), (4, 3, 2, 1));
+}
+
+#[tokio::test]
+async fn rows_wait_for_the_batch_delay_not_for_a_full_batch() {
+    let store = isometer_testkit::database().await;
+    let writer = store.writer(WriterOptions {
+        batch_rows: 1_000_000,
+        max_delay: std::time::Duration::from_millis(100),
+        queue: 16,
+    });
+    let events = vec![event("lonely", "acme", 1, Outcome::Success, "0.01")];
+    writer.record(events.clone(), task("lonely", "acme", &events)).await.expect("queued");
+    let seen = isometer_testkit::eventually(std::time::Duration::from_secs(10), || async {
+        let rows = store.task_events("lonely").await.ok()?;
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await
+    .expect("the row arrives without a flush");
+    assert_eq!(seen, events);
+}
