@@ -1,1 +1,19 @@
-//! placeholder
+//! Policy as data: the tenant, tool, policy and rate card files under `config/`, parsed,
+//! validated and resolved.
+//!
+//! Loading is two steps: raw serde structs that refuse unknown fields, then validated
+//! structs. Every error names the file, the line and the field. Deny by default: a tool
+//! with no policy for a tenant's tier is refused.
+//!
+//! **Architecture Invariant:** no IO beyond reading the configuration files.
+
+mod error;
+mod load;
+mod model;
+mod raw;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use model::{Config, Policy, RateCard, Tenant, Tool};
+
+/// The file names inside a configuration directory.
+pub const FILES: [&str; 4] = ["tenants.toml", "tools.toml", "policies.toml", "rate_cards.toml"];
