@@ -1,1 +1,112 @@
-fn main() {}
+//! The `isometer` command: parses arguments, sets up logging and calls the libraries.
+
+mod commands;
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Meter, govern and charge back AI-agent tool executions.
+#[derive(Debug, Parser)]
+#[command(name = "isometer", version)]
+struct Cli {
+    /// Configuration directory (tenants, tools, policies, rate cards, isometer.toml).
+    #[arg(long, global = true, default_value = "config", env = "ISOMETER_CONFIG")]
+    config: PathBuf,
+    /// Directory for the managed ClickHouse server's data and logs.
+    #[arg(long, global = true, default_value = ".isometer", env = "ISOMETER_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Use this ClickHouse server (HTTP URL) instead of starting one.
+    #[arg(long, global = true, env = "ISOMETER_CLICKHOUSE_URL")]
+    clickhouse_url: Option<String>,
+    /// ClickHouse database (default: `isometer`; `isometer_demo` for the demo).
+    #[arg(long, global = true, env = "ISOMETER_DATABASE")]
+    database: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one tool module once, under limits, and print what it did and consumed.
+    Run(RunArgs),
+    /// Apply pending schema migrations.
+    Migrate,
+    /// Serve the API and the dashboard.
+    Serve(ServeArgs),
+    /// Start ClickHouse, run a multi-tenant workload, then serve the dashboard.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The tool: a WASI command module, `.wasm` or `.wat`.
+    #[arg(long)]
+    tool: PathBuf,
+    /// Input JSON written to the tool's stdin, or `@FILE` to read it from a file.
+    #[arg(long, default_value = "{}")]
+    input: String,
+    /// Fuel budget (about one unit per wasm instruction).
+    #[arg(long, default_value_t = 50_000_000)]
+    fuel: u64,
+    /// Linear memory budget, in MiB.
+    #[arg(long, default_value_t = 64)]
+    memory_mb: u64,
+    /// Wall-time budget, in milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    timeout_ms: u64,
+    /// stdout plus stderr budget, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_output_bytes: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Tasks to submit.
+    #[arg(long, default_value_t = 1_200)]
+    tasks: usize,
+    /// Seed of the workload's choices.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Days of history the tasks are spread over.
+    #[arg(long, default_value_t = 7)]
+    days: u32,
+    /// Exit after seeding instead of serving the dashboard.
+    #[arg(long)]
+    no_serve: bool,
+    /// Address to serve the dashboard on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Run(_) => "warn",
+        _ => "info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ISOMETER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match commands::dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -26,7 +26,7 @@ impl RunClass {
 
 impl fmt::Display for RunClass {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 

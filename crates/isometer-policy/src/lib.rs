@@ -11,9 +11,11 @@ mod error;
 mod load;
 mod model;
 mod raw;
+mod settings;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{Config, Policy, RateCard, Tenant, Tool};
+pub use settings::{SETTINGS_FILE, Settings};
 
 /// The file names inside a configuration directory.
 pub const FILES: [&str; 4] = ["tenants.toml", "tools.toml", "policies.toml", "rate_cards.toml"];

@@ -60,6 +60,17 @@ impl Store {
         Ok(Store::new(url, database))
     }
 
+    /// Drops the database if it exists and creates it empty (the demo starts from nothing).
+    pub async fn open_fresh(url: &str, database: &str) -> Result<Self, StoreError> {
+        if is_identifier(database) {
+            client(url)
+                .query(&format!("DROP DATABASE IF EXISTS {database}"))
+                .execute()
+                .await?;
+        }
+        Store::open(url, database).await
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }

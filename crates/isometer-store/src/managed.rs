@@ -89,6 +89,9 @@ impl ManagedClickHouse {
                 Command::new(binary)
             }
         };
+        // Its own process group: a Ctrl-C at the terminal reaches isometer, which then
+        // flushes and stops the server in order, rather than both at once.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         command
             .arg(format!("--config-file={}", dir.join("config.xml").display()))
             .current_dir(dir)

@@ -1,1 +1,43 @@
-//! placeholder
+//! The HTTP face of isometer: the task API, health, and the dashboard pages.
+//!
+//! **Architecture Invariant:** this is the only crate that knows HTTP serving. It reaches
+//! tools only through the gateway and data only through the store; it never touches
+//! wasmtime and never writes SQL.
+
+mod api;
+mod error;
+mod pages;
+
+pub use error::ApiError;
+
+use axum::Router;
+use axum::routing::{get, post};
+use isometer_gateway::Gateway;
+use isometer_store::Store;
+use std::future::Future;
+use std::sync::Arc;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub gateway: Arc<Gateway>,
+    pub store: Store,
+}
+
+/// All routes. Tests drive this directly, without a socket.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(pages::dashboard))
+        .route("/healthz", get(api::healthz))
+        .route("/v1/tasks", post(api::create_task))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}

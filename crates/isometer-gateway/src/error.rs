@@ -1,0 +1,24 @@
+//! Errors of the gateway: requests it cannot accept, and failures of its own parts.
+//! What a tool does is never an error here: it is the task's outcome.
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("unknown tenant `{0}`")]
+    UnknownTenant(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("tool `{tool}` declared at {declared_at}: {message}")]
+    Artifact {
+        tool: String,
+        declared_at: String,
+        message: String,
+    },
+    #[error("no rate card for tier `{0}`")]
+    NoRateCard(String),
+    #[error(transparent)]
+    Runtime(#[from] isometer_runtime::RuntimeError),
+    #[error("cannot record usage: {0}")]
+    Store(#[from] isometer_store::StoreError),
+    #[error(transparent)]
+    Evidence(#[from] isometer_evidence::EncodeError),
+}

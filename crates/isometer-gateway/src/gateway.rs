@@ -1,0 +1,216 @@
+//! The gateway: one object that holds the configuration, the runtime with every tool
+//! loaded, the usage writer and the clock.
+
+use crate::error::GatewayError;
+use crate::task::{AttemptSummary, TaskRequest, TaskResponse};
+use chrono::TimeDelta;
+use isometer_core::{Clock, Outcome, TaskRecord, UsageEvent, event_id, sha256_hex};
+use isometer_evidence::{MANIFEST_VERSION, Manifest};
+use isometer_policy::Config;
+use isometer_runtime::{Artifact, ExecutionReport, Limits, Runtime};
+use isometer_store::UsageWriter;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runs tasks under policy and records their usage.
+#[derive(Debug)]
+pub struct Gateway {
+    config: Arc<Config>,
+    runtime: Runtime,
+    artifacts: HashMap<String, Artifact>,
+    writer: UsageWriter,
+    clock: Arc<dyn Clock>,
+}
+
+impl Gateway {
+    /// Loads every tool's artifact; a missing or invalid one is an error naming the tool
+    /// and where it is declared.
+    pub fn new(config: Arc<Config>, writer: UsageWriter, clock: Arc<dyn Clock>) -> Result<Self, GatewayError> {
+        let runtime = Runtime::new()?;
+        let mut artifacts = HashMap::new();
+        for tool in &config.tools {
+            let artifact = runtime.load_file(&tool.artifact).map_err(|e| GatewayError::Artifact {
+                tool: tool.id.clone(),
+                declared_at: tool.declared_at.clone(),
+                message: match &e {
+                    isometer_runtime::RuntimeError::Read { .. } => {
+                        format!("{e} (build the guest tools with `make guests`)")
+                    }
+                    _ => e.to_string(),
+                },
+            })?;
+            artifacts.insert(tool.id.clone(), artifact);
+        }
+        for tenant in &config.tenants {
+            if config.rate_card(&tenant.tier).is_none() {
+                return Err(GatewayError::NoRateCard(tenant.tier.clone()));
+            }
+        }
+        Ok(Gateway {
+            config,
+            runtime,
+            artifacts,
+            writer,
+            clock,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Waits until every task submitted so far is recorded in ClickHouse.
+    pub async fn flush(&self) -> Result<(), GatewayError> {
+        Ok(self.writer.flush().await?)
+    }
+
+    /// Runs one task and records it. Errors only for a request that cannot be accepted or
+    /// usage that cannot be queued; whatever the tool does is the response's outcome.
+    pub async fn submit(&self, request: TaskRequest) -> Result<TaskResponse, GatewayError> {
+        let tenant = self
+            .config
+            .tenant(&request.tenant_id)
+            .ok_or_else(|| GatewayError::UnknownTenant(request.tenant_id.clone()))?;
+        let card = self
+            .config
+            .rate_card(&tenant.tier)
+            .ok_or_else(|| GatewayError::NoRateCard(tenant.tier.clone()))?;
+        let task_id = match request.task_id {
+            Some(id) => validated_id("task_id", id)?,
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let run_id = match request.run_id {
+            Some(id) => validated_id("run_id", id)?,
+            None => task_id.clone(),
+        };
+        let tool = self.config.tool(&request.tool_id);
+        let use_case = match (request.use_case, tool) {
+            (Some(u), _) => validated_id("use_case", u)?,
+            (None, Some(tool)) => tool.default_use_case.clone(),
+            (None, None) => request.tool_id.clone(),
+        };
+        let input = serde_json::to_vec(&request.input)
+            .map_err(|e| GatewayError::InvalidRequest(format!("input: {e}")))?;
+
+        let started = self.clock.now();
+        let policy = tool.and_then(|_| self.config.policy_for(&request.tool_id, &tenant.tier));
+        let (report, ran, policy_id, artifact_hash) = match (policy, self.artifacts.get(&request.tool_id)) {
+            (Some(policy), Some(artifact)) => {
+                let limits = Limits {
+                    fuel: policy.max_fuel,
+                    memory_bytes: policy.max_memory_bytes,
+                    timeout: Duration::from_millis(policy.max_duration_ms),
+                    max_output_bytes: policy.max_output_bytes,
+                };
+                let report = self.runtime.execute(artifact, &input, &limits).await;
+                (report, true, policy.id.clone(), artifact.hash().to_owned())
+            }
+            _ => {
+                let detail = format!(
+                    "no policy allows tool `{}` for tier `{}`",
+                    request.tool_id, tenant.tier
+                );
+                (ExecutionReport::not_run(Outcome::PolicyDenied, detail), false, String::new(), String::new())
+            }
+        };
+        let finished = started + TimeDelta::microseconds(i64::try_from(report.usage.wall_time_us).unwrap_or(i64::MAX));
+        let cost = isometer_billing::rate(&report.usage, ran, card).total;
+        let attempt = 1;
+
+        let manifest = Manifest {
+            manifest_version: MANIFEST_VERSION,
+            task_id: task_id.clone(),
+            attempt,
+            tenant_id: tenant.id.clone(),
+            tool_id: request.tool_id.clone(),
+            policy_id: policy_id.clone(),
+            config_version: self.config.version.clone(),
+            artifact_hash: artifact_hash.clone(),
+            input_hash: sha256_hex(&input),
+            output_hash: sha256_hex(&report.stdout),
+            outcome: report.outcome,
+            usage: report.usage,
+            started_ms: started.timestamp_millis(),
+        };
+        let event = UsageEvent {
+            event_id: event_id(&task_id, attempt),
+            time: started,
+            tenant_id: tenant.id.clone(),
+            tier: tenant.tier.clone(),
+            use_case: use_case.clone(),
+            tool_id: request.tool_id.clone(),
+            task_id: task_id.clone(),
+            run_id: run_id.clone(),
+            run_class: request.run_class,
+            attempt,
+            outcome: report.outcome,
+            exit_code: report.exit_code,
+            usage: report.usage,
+            policy_id: policy_id.clone(),
+            artifact_hash,
+            rate_card_version: card.version.clone(),
+            cost,
+        };
+        let record = TaskRecord {
+            task_id: task_id.clone(),
+            submitted: started,
+            finished,
+            tenant_id: tenant.id.clone(),
+            tier: tenant.tier.clone(),
+            use_case: use_case.clone(),
+            tool_id: request.tool_id.clone(),
+            run_id: run_id.clone(),
+            run_class: request.run_class,
+            outcome: report.outcome,
+            attempts: 1,
+            total_cost: cost,
+        };
+        self.writer.record(vec![event], record).await?;
+
+        Ok(TaskResponse {
+            task_id,
+            tenant_id: tenant.id.clone(),
+            tool_id: request.tool_id,
+            use_case,
+            run_id,
+            run_class: request.run_class,
+            outcome: report.outcome,
+            output: output_value(&report.stdout),
+            attempts: vec![AttemptSummary {
+                attempt,
+                outcome: report.outcome,
+                exit_code: report.exit_code,
+                usage: report.usage,
+                cost,
+                policy_id,
+                stderr: String::from_utf8_lossy(&report.stderr).into_owned(),
+                detail: report.detail,
+                manifest_digest: manifest.digest()?,
+            }],
+            total_cost: cost,
+            currency: card.currency.clone(),
+        })
+    }
+}
+
+fn validated_id(field: &str, id: String) -> Result<String, GatewayError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if ok {
+        Ok(id)
+    } else {
+        Err(GatewayError::InvalidRequest(format!(
+            "{field} must be 1 to 128 letters, digits, `-`, `_`, `.` or `:`"
+        )))
+    }
+}
+
+fn output_value(stdout: &[u8]) -> serde_json::Value {
+    if stdout.is_empty() {
+        return serde_json::Value::Null;
+    }
+    serde_json::from_slice(stdout)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(stdout).into_owned()))
+}

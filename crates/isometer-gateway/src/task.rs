@@ -1,0 +1,59 @@
+//! The request and the answer of one task, as the API speaks them.
+
+use isometer_core::{Money, Outcome, RunClass, Usage};
+use serde::{Deserialize, Serialize};
+
+/// A task to run.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRequest {
+    pub tenant_id: String,
+    pub tool_id: String,
+    /// The tool's input; written to its stdin as JSON.
+    #[serde(default)]
+    pub input: serde_json::Value,
+    /// Defaults to the tool's `default_use_case`.
+    pub use_case: Option<String>,
+    /// The agent session this task belongs to; defaults to the task id.
+    pub run_id: Option<String>,
+    #[serde(default)]
+    pub run_class: RunClass,
+    /// Caller-chosen id (letters, digits, `-`, `_`, `.`, `:`; at most 128); generated when absent.
+    pub task_id: Option<String>,
+}
+
+/// What became of a task.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskResponse {
+    pub task_id: String,
+    pub tenant_id: String,
+    pub tool_id: String,
+    pub use_case: String,
+    pub run_id: String,
+    pub run_class: RunClass,
+    pub outcome: Outcome,
+    /// The tool's stdout: parsed when it is JSON, a string otherwise, null when empty.
+    pub output: serde_json::Value,
+    pub attempts: Vec<AttemptSummary>,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub total_cost: Money,
+    pub currency: String,
+}
+
+/// One attempt of a task.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AttemptSummary {
+    pub attempt: u16,
+    pub outcome: Outcome,
+    pub exit_code: Option<i32>,
+    pub usage: Usage,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub cost: Money,
+    pub policy_id: String,
+    /// The tool's stderr (its logs), lossily decoded.
+    pub stderr: String,
+    /// Why the attempt did not succeed, when it did not.
+    pub detail: Option<String>,
+    /// sha256 of the attempt's canonical execution manifest.
+    pub manifest_digest: String,
+}

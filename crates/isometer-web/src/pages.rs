@@ -1,0 +1,90 @@
+//! Server-rendered pages.
+
+use crate::{AppState, error::ApiError};
+use askama::Template;
+use axum::response::Html;
+use isometer_core::Money;
+
+/// One row of the tenants table.
+#[derive(Debug)]
+pub(crate) struct TenantLine {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) tier: String,
+    pub(crate) tasks: u64,
+    pub(crate) successful: u64,
+    pub(crate) success_rate: String,
+    pub(crate) attempts: u64,
+    pub(crate) cost: String,
+    pub(crate) cost_per_success: String,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+pub(crate) struct Dashboard {
+    pub(crate) tenants: Vec<TenantLine>,
+    pub(crate) outcomes: Vec<(String, u64)>,
+    pub(crate) total_tasks: u64,
+    pub(crate) total_events: u64,
+    pub(crate) total_cost: String,
+    pub(crate) config_version: String,
+}
+
+/// `GET /`: task counts and cost per tenant, attempts per outcome.
+pub(crate) async fn dashboard(axum::extract::State(state): axum::extract::State<AppState>) -> Result<Html<String>, ApiError> {
+    let config = state.gateway.config();
+    let summaries = state.store.tenant_summaries().await?;
+    let outcomes = state.store.outcome_counts().await?;
+    let totals = state.store.totals().await?;
+    let currency_of = |tier: &str| config.rate_card(tier).map_or("", |c| c.currency.as_str()).to_owned();
+
+    let mut total_cost = Money::ZERO;
+    let tenants = summaries
+        .into_iter()
+        .map(|s| {
+            total_cost += s.cost;
+            let (name, tier) = config
+                .tenant(&s.tenant_id)
+                .map_or((s.tenant_id.clone(), String::new()), |t| (t.name.clone(), t.tier.clone()));
+            let currency = currency_of(&tier);
+            TenantLine {
+                success_rate: percent(s.successful, s.tasks),
+                cost: format!("{} {currency}", money(s.cost, 6)),
+                cost_per_success: s
+                    .cost_per_successful_task()
+                    .map_or_else(|| "—".to_owned(), |c| format!("{} {currency}", money(c, 8))),
+                id: s.tenant_id,
+                name,
+                tier,
+                tasks: s.tasks,
+                successful: s.successful,
+                attempts: s.attempts,
+            }
+        })
+        .collect();
+    let page = Dashboard {
+        tenants,
+        outcomes: outcomes.into_iter().map(|o| (o.outcome, o.attempts)).collect(),
+        total_tasks: totals.tasks,
+        total_events: totals.events,
+        total_cost: money(total_cost, 6),
+        config_version: config.version.chars().take(12).collect(),
+    };
+    page.render()
+        .map(Html)
+        .map_err(|e| ApiError::Internal(format!("rendering the dashboard: {e}")))
+}
+
+/// `m` with exactly `places` decimals, rounded half away from zero.
+pub(crate) fn money(m: Money, places: u32) -> String {
+    let mut r = m.round_dp_with_strategy(places, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+    r.rescale(places);
+    r.to_string()
+}
+
+fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        return "—".to_owned();
+    }
+    format!("{:.1} %", part as f64 * 100.0 / whole as f64)
+}

@@ -1,0 +1,58 @@
+//! `isometer demo`: a fresh database, a week of multi-tenant work, a summary, the dashboard.
+
+use crate::{Cli, DemoArgs};
+use anyhow::Context;
+use isometer_core::{Clock, ManualClock, SystemClock};
+use isometer_gateway::Gateway;
+use isometer_gateway::workload::{self, WorkloadOptions};
+use isometer_policy::Config;
+use isometer_store::{Store, WriterOptions};
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub(crate) async fn demo(cli: &Cli, args: &DemoArgs, url: &str) -> anyhow::Result<ExitCode> {
+    let database = super::database(cli, "isometer_demo")?;
+    let store = Store::open_fresh(url, &database).await?;
+    store.migrate().await.context("migrating")?;
+    let config = Arc::new(Config::load(&cli.config)?);
+    let clock = Arc::new(ManualClock::new(SystemClock.now()));
+    let gateway = Arc::new(Gateway::new(config, store.writer(WriterOptions::default()), clock.clone())?);
+
+    let started = Instant::now();
+    let options = WorkloadOptions {
+        tasks: args.tasks,
+        seed: args.seed,
+        days: args.days,
+    };
+    eprintln!("demo: submitting {} tasks over {} simulated days", args.tasks, args.days);
+    let mut next_report = 0;
+    let progress = |done: usize, total: usize| {
+        if done * 10 >= next_report * total || done == total {
+            let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            eprintln!("demo: {done:>6}/{total} tasks ({rate:.0} tasks/s)");
+            next_report = done * 10 / total.max(1) + 1;
+        }
+    };
+    let summary = tokio::select! {
+        s = workload::run(&gateway, &clock, options, progress) => s?,
+        () = super::shutdown_signal() => anyhow::bail!("interrupted"),
+    };
+    gateway.flush().await?;
+    let totals = store.totals().await?;
+
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "\ndemo: {} tasks in {:.1} s, database {database}", summary.tasks, started.elapsed().as_secs_f64())?;
+    writeln!(out, "  stored: {} usage events, {} tasks, {} tenants, {} tools", totals.events, totals.tasks, totals.tenants, totals.tools)?;
+    for (outcome, n) in workload::ordered_outcomes(&summary) {
+        writeln!(out, "  {outcome:<18} {n:>6}")?;
+    }
+    writeln!(out, "  total cost         {}", summary.cost.round_dp(6))?;
+    drop(out);
+
+    if !args.no_serve {
+        super::serve::serve_until_signal(gateway, store, args.listen).await?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,99 @@
+//! One module per subcommand, and the glue they share: settings, ClickHouse, shutdown.
+
+mod demo;
+mod run;
+mod serve;
+
+use crate::{Cli, Command};
+use anyhow::Context;
+use isometer_policy::Settings;
+use isometer_store::{ManagedClickHouse, ServerOptions, Store};
+use std::process::ExitCode;
+
+pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match &cli.command {
+        Command::Run(args) => runtime.block_on(run::run(args)),
+        Command::Migrate => {
+            let (_server, url) = clickhouse(&cli)?;
+            runtime.block_on(async {
+                let store = Store::open(&url, &database(&cli, "isometer")?).await?;
+                let report = store.migrate().await?;
+                for name in &report.applied {
+                    println!("applied {name}");
+                }
+                println!(
+                    "{} applied, {} already applied, database {}",
+                    report.applied.len(),
+                    report.already_applied,
+                    store.database()
+                );
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::Serve(args) => {
+            let (_server, url) = clickhouse(&cli)?;
+            runtime.block_on(serve::serve(&cli, args, &url))
+        }
+        Command::Demo(args) => {
+            let (_server, url) = clickhouse(&cli)?;
+            runtime.block_on(demo::demo(&cli, args, &url))
+        }
+    }
+    // `_server`, when isometer started one, is stopped here as it goes out of scope.
+}
+
+fn settings(cli: &Cli) -> anyhow::Result<Settings> {
+    Ok(Settings::load(&cli.config)?)
+}
+
+fn database(cli: &Cli, default: &str) -> anyhow::Result<String> {
+    Ok(cli
+        .database
+        .clone()
+        .or(settings(cli)?.database.filter(|_| default == "isometer"))
+        .unwrap_or_else(|| default.to_owned()))
+}
+
+/// The ClickHouse to use: the configured URL, or a server started here and owned by the
+/// returned handle.
+fn clickhouse(cli: &Cli) -> anyhow::Result<(Option<ManagedClickHouse>, String)> {
+    if let Some(url) = cli.clickhouse_url.clone().or(settings(cli)?.clickhouse_url) {
+        tracing::info!(%url, "using the configured ClickHouse server");
+        return Ok((None, url));
+    }
+    let dir = cli.data_dir.join("clickhouse");
+    eprintln!("starting clickhouse-server (data in {})", dir.display());
+    let server = ManagedClickHouse::start(&ServerOptions::new(&dir))?;
+    let url = server.url();
+    Ok((Some(server), url))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

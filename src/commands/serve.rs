@@ -1,0 +1,37 @@
+//! `isometer serve`: the API and the dashboard over the configured store.
+
+use crate::{Cli, ServeArgs};
+use anyhow::Context;
+use isometer_core::SystemClock;
+use isometer_gateway::Gateway;
+use isometer_policy::Config;
+use isometer_store::{Store, WriterOptions};
+use isometer_web::AppState;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+pub(crate) async fn serve(cli: &Cli, args: &ServeArgs, url: &str) -> anyhow::Result<ExitCode> {
+    let store = Store::open(url, &super::database(cli, "isometer")?).await?;
+    store.migrate().await.context("migrating")?;
+    let config = Arc::new(Config::load(&cli.config)?);
+    let gateway = Gateway::new(config, store.writer(WriterOptions::default()), Arc::new(SystemClock))?;
+    serve_until_signal(Arc::new(gateway), store, args.listen).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Serves until Ctrl-C or SIGTERM, then flushes recorded usage.
+pub(crate) async fn serve_until_signal(gateway: Arc<Gateway>, store: Store, listen: SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let router = isometer_web::router(AppState {
+        gateway: gateway.clone(),
+        store,
+    });
+    println!("serving the dashboard at http://{addr}/ (Ctrl-C to stop)");
+    isometer_web::serve(listener, router, super::shutdown_signal()).await?;
+    gateway.flush().await?;
+    Ok(())
+}
