@@ -1,0 +1,53 @@
+//! End-to-end tests of the `isometer` binary: real processes, real wasm, a real
+//! ClickHouse server, real HTTP on loopback.
+
+mod demo;
+mod run;
+mod serve;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub(crate) fn isometer() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_isometer"));
+    command.env_remove("ISOMETER_CLICKHOUSE_URL").env_remove("ISOMETER_DATABASE");
+    command
+}
+
+pub(crate) fn config_dir() -> PathBuf {
+    // The shipped tools point at the guests' build directory: make sure they are built.
+    isometer_testkit::guest("summarize");
+    isometer_testkit::workspace_root().join("config")
+}
+
+/// Whether a live (not zombie) process has `needle` in its command line.
+pub(crate) fn process_running_with(needle: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'));
+        !zombie && String::from_utf8_lossy(&cmdline).contains(needle)
+    })
+}
+
+/// The managed server's config path for a data dir: what its command line contains.
+pub(crate) fn server_needle(data_dir: &Path) -> String {
+    let dir = data_dir.canonicalize().expect("data dir exists").join("clickhouse/config.xml");
+    dir.to_str().expect("utf-8").to_owned()
+}
+
+/// Polls `check` until it holds or `timeout` passes; returns whether it held.
+pub(crate) fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check()
+}

@@ -1,0 +1,102 @@
+//! `isometer serve` over real loopback HTTP, and what happens to its ClickHouse when it
+//! is stopped or killed.
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+struct Served {
+    child: Child,
+    base: String,
+    data: tempfile::TempDir,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve() -> Served {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut child = crate::isometer()
+        .arg("--config")
+        .arg(crate::config_dir())
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawns");
+    let stdout = child.stdout.take().expect("piped");
+    let mut base = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("utf-8 line");
+        if let Some(rest) = line.strip_prefix("serving the dashboard at ") {
+            base = rest.split_whitespace().next().map(|u| u.trim_end_matches('/').to_owned());
+            break;
+        }
+    }
+    let base = base.expect("isometer serve announced its address");
+    Served { child, base, data }
+}
+
+#[tokio::test]
+async fn tasks_over_http_show_on_the_dashboard() {
+    let served = serve();
+    let http = reqwest::Client::new();
+    let health: Value = http.get(format!("{}/healthz", served.base)).send().await.expect("healthz").json().await.expect("json");
+    assert_eq!(health["status"], "ok");
+
+    for tenant in ["acme", "globex", "initech"] {
+        let response = http
+            .post(format!("{}/v1/tasks", served.base))
+            .json(&json!({"tenant_id": tenant, "tool_id": "json-transform", "input": {"records": [{"a": 1}, {"a": 2}], "sum": "a"}}))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), 200);
+        let task: Value = response.json().await.expect("json");
+        assert_eq!(task["outcome"], "success");
+        assert_eq!(task["output"]["total"], 3.0);
+    }
+    let page = isometer_testkit::eventually(Duration::from_secs(10), || async {
+        let page = http.get(format!("{}/", served.base)).send().await.ok()?.text().await.ok()?;
+        page.contains(r#"id="total-tasks">3<"#).then_some(page)
+    })
+    .await
+    .expect("the dashboard shows the three tasks");
+    for tenant in ["acme", "globex", "initech"] {
+        assert!(page.contains(&format!(r#"data-tenant="{tenant}""#)));
+    }
+}
+
+#[test]
+fn sigterm_stops_serve_and_its_clickhouse() {
+    let mut served = serve();
+    let needle = crate::server_needle(served.data.path());
+    assert!(crate::process_running_with(&needle));
+    let pid = Pid::from_raw(i32::try_from(served.child.id()).expect("pid"));
+    kill(pid, Signal::SIGTERM).expect("signal");
+    let status = served.child.wait().expect("exits");
+    assert!(status.success(), "{status}");
+    assert!(!crate::process_running_with(&needle), "clickhouse-server outlived isometer");
+}
+
+#[test]
+fn even_sigkill_leaves_no_orphan_clickhouse() {
+    let mut served = serve();
+    let needle = crate::server_needle(served.data.path());
+    assert!(crate::process_running_with(&needle));
+    served.child.kill().expect("SIGKILL");
+    served.child.wait().expect("reaped");
+    assert!(
+        crate::wait_for(Duration::from_secs(30), || !crate::process_running_with(&needle)),
+        "clickhouse-server survived its parent"
+    );
+}
