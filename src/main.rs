@@ -15,7 +15,12 @@ struct Cli {
     #[arg(long, global = true, default_value = "config", env = "ISOMETER_CONFIG")]
     config: PathBuf,
     /// Directory for the managed ClickHouse server's data and logs.
-    #[arg(long, global = true, default_value = ".isometer", env = "ISOMETER_DATA_DIR")]
+    #[arg(
+        long,
+        global = true,
+        default_value = ".isometer",
+        env = "ISOMETER_DATA_DIR"
+    )]
     data_dir: PathBuf,
     /// Use this ClickHouse server (HTTP URL) instead of starting one.
     #[arg(long, global = true, env = "ISOMETER_CLICKHOUSE_URL")]

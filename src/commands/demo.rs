@@ -18,7 +18,11 @@ pub(crate) async fn demo(cli: &Cli, args: &DemoArgs, url: &str) -> anyhow::Resul
     store.migrate().await.context("migrating")?;
     let config = Arc::new(Config::load(&cli.config)?);
     let clock = Arc::new(ManualClock::new(SystemClock.now()));
-    let gateway = Arc::new(Gateway::new(config, store.writer(WriterOptions::default()), clock.clone())?);
+    let gateway = Arc::new(Gateway::new(
+        config,
+        store.writer(WriterOptions::default()),
+        clock.clone(),
+    )?);
 
     let started = Instant::now();
     let options = WorkloadOptions {
@@ -26,7 +30,10 @@ pub(crate) async fn demo(cli: &Cli, args: &DemoArgs, url: &str) -> anyhow::Resul
         seed: args.seed,
         days: args.days,
     };
-    eprintln!("demo: submitting {} tasks over {} simulated days", args.tasks, args.days);
+    eprintln!(
+        "demo: submitting {} tasks over {} simulated days",
+        args.tasks, args.days
+    );
     let mut next_report = 0;
     let progress = |done: usize, total: usize| {
         if done * 10 >= next_report * total || done == total {
@@ -43,8 +50,17 @@ pub(crate) async fn demo(cli: &Cli, args: &DemoArgs, url: &str) -> anyhow::Resul
     let totals = store.totals().await?;
 
     let mut out = std::io::stdout().lock();
-    writeln!(out, "\ndemo: {} tasks in {:.1} s, database {database}", summary.tasks, started.elapsed().as_secs_f64())?;
-    writeln!(out, "  stored: {} usage events, {} tasks, {} tenants, {} tools", totals.events, totals.tasks, totals.tenants, totals.tools)?;
+    writeln!(
+        out,
+        "\ndemo: {} tasks in {:.1} s, database {database}",
+        summary.tasks,
+        started.elapsed().as_secs_f64()
+    )?;
+    writeln!(
+        out,
+        "  stored: {} usage events, {} tasks, {} tenants, {} tools",
+        totals.events, totals.tasks, totals.tenants, totals.tools
+    )?;
     for (outcome, n) in workload::ordered_outcomes(&summary) {
         writeln!(out, "  {outcome:<18} {n:>6}")?;
     }

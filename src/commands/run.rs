@@ -10,13 +10,15 @@ use std::time::Duration;
 
 pub(crate) async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let input = match args.input.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read input file {path}"))?,
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read input file {path}"))?,
         None => args.input.clone(),
     };
     if let Err(e) = serde_json::from_str::<serde_json::Value>(&input) {
         bail!("--input is not valid JSON: {e}");
     }
-    let bytes = std::fs::read(&args.tool).with_context(|| format!("cannot read tool {}", args.tool.display()))?;
+    let bytes = std::fs::read(&args.tool)
+        .with_context(|| format!("cannot read tool {}", args.tool.display()))?;
     let runtime = Runtime::new()?;
     let limits = Limits {
         fuel: args.fuel,
@@ -26,8 +28,14 @@ pub(crate) async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     // A module that does not load is the guest's doing: an outcome, not an error.
     let (report, artifact_hash) = match runtime.load(&bytes) {
-        Ok(artifact) => (runtime.execute(&artifact, input.as_bytes(), &limits).await, Some(artifact.hash().to_owned())),
-        Err(RuntimeError::InvalidArtifact(message)) => (ExecutionReport::not_run(Outcome::InvalidArtifact, message), None),
+        Ok(artifact) => (
+            runtime.execute(&artifact, input.as_bytes(), &limits).await,
+            Some(artifact.hash().to_owned()),
+        ),
+        Err(RuntimeError::InvalidArtifact(message)) => (
+            ExecutionReport::not_run(Outcome::InvalidArtifact, message),
+            None,
+        ),
         Err(e) => return Err(e.into()),
     };
     if args.json {
@@ -67,6 +75,9 @@ fn print_text(report: &ExecutionReport) {
         println!("stdout     {}", String::from_utf8_lossy(&report.stdout));
     }
     if !report.stderr.is_empty() {
-        println!("stderr     {}", String::from_utf8_lossy(&report.stderr).trim_end());
+        println!(
+            "stderr     {}",
+            String::from_utf8_lossy(&report.stderr).trim_end()
+        );
     }
 }

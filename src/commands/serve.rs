@@ -15,13 +15,21 @@ pub(crate) async fn serve(cli: &Cli, args: &ServeArgs, url: &str) -> anyhow::Res
     let store = Store::open(url, &super::database(cli, "isometer")?).await?;
     store.migrate().await.context("migrating")?;
     let config = Arc::new(Config::load(&cli.config)?);
-    let gateway = Gateway::new(config, store.writer(WriterOptions::default()), Arc::new(SystemClock))?;
+    let gateway = Gateway::new(
+        config,
+        store.writer(WriterOptions::default()),
+        Arc::new(SystemClock),
+    )?;
     serve_until_signal(Arc::new(gateway), store, args.listen).await?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Serves until Ctrl-C or SIGTERM, then flushes recorded usage.
-pub(crate) async fn serve_until_signal(gateway: Arc<Gateway>, store: Store, listen: SocketAddr) -> anyhow::Result<()> {
+pub(crate) async fn serve_until_signal(
+    gateway: Arc<Gateway>,
+    store: Store,
+    listen: SocketAddr,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

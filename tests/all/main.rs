@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 pub(crate) fn isometer() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_isometer"));
-    command.env_remove("ISOMETER_CLICKHOUSE_URL").env_remove("ISOMETER_DATABASE");
+    command
+        .env_remove("ISOMETER_CLICKHOUSE_URL")
+        .env_remove("ISOMETER_DATABASE");
     command
 }
 
@@ -29,14 +31,20 @@ pub(crate) fn process_running_with(needle: &str) -> bool {
     entries.flatten().any(|entry| {
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let zombie = stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'));
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'));
         !zombie && String::from_utf8_lossy(&cmdline).contains(needle)
     })
 }
 
 /// The managed server's config path for a data dir: what its command line contains.
 pub(crate) fn server_needle(data_dir: &Path) -> String {
-    let dir = data_dir.canonicalize().expect("data dir exists").join("clickhouse/config.xml");
+    let dir = data_dir
+        .canonicalize()
+        .expect("data dir exists")
+        .join("clickhouse/config.xml");
     dir.to_str().expect("utf-8").to_owned()
 }
 

@@ -15,7 +15,11 @@ fn run_json(wat: &str, extra: &[&str]) -> Value {
         .arg("--json")
         .output()
         .expect("runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).expect("one JSON object")
 }
 
@@ -38,7 +42,10 @@ fn a_wat_module_runs_and_reports_its_usage() {
     assert_eq!(report["stdout"], r#"{"ok":true}"#);
     assert_eq!(report["stderr"], "");
     for field in ["fuel", "peak_memory_bytes", "wall_time_us"] {
-        assert!(report["usage"][field].as_u64().is_some_and(|v| v > 0), "{field}: {report}");
+        assert!(
+            report["usage"][field].as_u64().is_some_and(|v| v > 0),
+            "{field}: {report}"
+        );
     }
 }
 
@@ -54,7 +61,10 @@ fn an_infinite_loop_with_ample_fuel_ends_at_its_deadline() {
     let report = run_json(LOOP, &["--fuel", "100000000000000", "--timeout-ms", "300"]);
     assert_eq!(report["outcome"], "timed_out");
     let wall = Duration::from_micros(report["usage"]["wall_time_us"].as_u64().expect("wall time"));
-    assert!(wall >= Duration::from_millis(300) && wall < Duration::from_millis(1500), "{wall:?}");
+    assert!(
+        wall >= Duration::from_millis(300) && wall < Duration::from_millis(1500),
+        "{wall:?}"
+    );
 }
 
 #[test]
@@ -66,11 +76,20 @@ fn a_module_that_is_not_wasm_is_an_outcome_not_an_error() {
 
 #[test]
 fn bad_command_lines_and_unreadable_files_fail_with_a_message() {
-    let missing = crate::isometer().args(["run", "--tool", "/nonexistent/tool.wasm"]).output().expect("runs");
+    let missing = crate::isometer()
+        .args(["run", "--tool", "/nonexistent/tool.wasm"])
+        .output()
+        .expect("runs");
     assert_eq!(missing.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read tool /nonexistent/tool.wasm"));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("cannot read tool /nonexistent/tool.wasm")
+    );
 
-    let bad_flag = crate::isometer().args(["run", "--tool", "x.wat", "--fuel", "lots"]).output().expect("runs");
+    let bad_flag = crate::isometer()
+        .args(["run", "--tool", "x.wat", "--fuel", "lots"])
+        .output()
+        .expect("runs");
     assert_eq!(bad_flag.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad_flag.stderr).contains("--fuel"));
 }

@@ -38,7 +38,10 @@ fn serve() -> Served {
     for line in BufReader::new(stdout).lines() {
         let line = line.expect("utf-8 line");
         if let Some(rest) = line.strip_prefix("serving the dashboard at ") {
-            base = rest.split_whitespace().next().map(|u| u.trim_end_matches('/').to_owned());
+            base = rest
+                .split_whitespace()
+                .next()
+                .map(|u| u.trim_end_matches('/').to_owned());
             break;
         }
     }
@@ -50,7 +53,14 @@ fn serve() -> Served {
 async fn tasks_over_http_show_on_the_dashboard() {
     let served = serve();
     let http = reqwest::Client::new();
-    let health: Value = http.get(format!("{}/healthz", served.base)).send().await.expect("healthz").json().await.expect("json");
+    let health: Value = http
+        .get(format!("{}/healthz", served.base))
+        .send()
+        .await
+        .expect("healthz")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(health["status"], "ok");
 
     for tenant in ["acme", "globex", "initech"] {
@@ -66,7 +76,14 @@ async fn tasks_over_http_show_on_the_dashboard() {
         assert_eq!(task["output"]["total"], 3.0);
     }
     let page = isometer_testkit::eventually(Duration::from_secs(10), || async {
-        let page = http.get(format!("{}/", served.base)).send().await.ok()?.text().await.ok()?;
+        let page = http
+            .get(format!("{}/", served.base))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
         page.contains(r#"id="total-tasks">3<"#).then_some(page)
     })
     .await
@@ -85,7 +102,10 @@ fn sigterm_stops_serve_and_its_clickhouse() {
     kill(pid, Signal::SIGTERM).expect("signal");
     let status = served.child.wait().expect("exits");
     assert!(status.success(), "{status}");
-    assert!(!crate::process_running_with(&needle), "clickhouse-server outlived isometer");
+    assert!(
+        !crate::process_running_with(&needle),
+        "clickhouse-server outlived isometer"
+    );
 }
 
 #[test]
@@ -96,7 +116,9 @@ fn even_sigkill_leaves_no_orphan_clickhouse() {
     served.child.kill().expect("SIGKILL");
     served.child.wait().expect("reaped");
     assert!(
-        crate::wait_for(Duration::from_secs(30), || !crate::process_running_with(&needle)),
+        crate::wait_for(Duration::from_secs(30), || !crate::process_running_with(
+            &needle
+        )),
         "clickhouse-server survived its parent"
     );
 }

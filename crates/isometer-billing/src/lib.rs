@@ -37,7 +37,8 @@ pub fn rate(usage: &Usage, ran: bool, card: &RateCard) -> Rated {
     let gib_seconds = Money::from(usage.peak_memory_bytes) * Money::from(usage.wall_time_us)
         / (Money::from(BYTES_PER_GIB) * Money::from(MICROS_PER_SECOND));
     let memory = gib_seconds * card.price_per_gib_second;
-    let egress = Money::from(usage.egress_bytes) / Money::from(BYTES_PER_GIB) * card.price_per_egress_gib;
+    let egress =
+        Money::from(usage.egress_bytes) / Money::from(BYTES_PER_GIB) * card.price_per_egress_gib;
     let invocation = card.price_per_invocation;
     let total = (fuel + memory + egress + invocation)
         .round_dp_with_strategy(COST_SCALE, RoundingStrategy::MidpointAwayFromZero);

@@ -37,7 +37,9 @@ impl FromStr for RunClass {
         match s {
             "customer" => Ok(RunClass::Customer),
             "exploratory" => Ok(RunClass::Exploratory),
-            other => Err(format!("unknown run class `{other}` (customer, exploratory)")),
+            other => Err(format!(
+                "unknown run class `{other}` (customer, exploratory)"
+            )),
         }
     }
 }

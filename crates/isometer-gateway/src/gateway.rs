@@ -26,20 +26,27 @@ pub struct Gateway {
 impl Gateway {
     /// Loads every tool's artifact; a missing or invalid one is an error naming the tool
     /// and where it is declared.
-    pub fn new(config: Arc<Config>, writer: UsageWriter, clock: Arc<dyn Clock>) -> Result<Self, GatewayError> {
+    pub fn new(
+        config: Arc<Config>,
+        writer: UsageWriter,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, GatewayError> {
         let runtime = Runtime::new()?;
         let mut artifacts = HashMap::new();
         for tool in &config.tools {
-            let artifact = runtime.load_file(&tool.artifact).map_err(|e| GatewayError::Artifact {
-                tool: tool.id.clone(),
-                declared_at: tool.declared_at.clone(),
-                message: match &e {
-                    isometer_runtime::RuntimeError::Read { .. } => {
-                        format!("{e} (build the guest tools with `make guests`)")
-                    }
-                    _ => e.to_string(),
-                },
-            })?;
+            let artifact =
+                runtime
+                    .load_file(&tool.artifact)
+                    .map_err(|e| GatewayError::Artifact {
+                        tool: tool.id.clone(),
+                        declared_at: tool.declared_at.clone(),
+                        message: match &e {
+                            isometer_runtime::RuntimeError::Read { .. } => {
+                                format!("{e} (build the guest tools with `make guests`)")
+                            }
+                            _ => e.to_string(),
+                        },
+                    })?;
             artifacts.insert(tool.id.clone(), artifact);
         }
         for tenant in &config.tenants {
@@ -95,26 +102,33 @@ impl Gateway {
 
         let started = self.clock.now();
         let policy = tool.and_then(|_| self.config.policy_for(&request.tool_id, &tenant.tier));
-        let (report, ran, policy_id, artifact_hash) = match (policy, self.artifacts.get(&request.tool_id)) {
-            (Some(policy), Some(artifact)) => {
-                let limits = Limits {
-                    fuel: policy.max_fuel,
-                    memory_bytes: policy.max_memory_bytes,
-                    timeout: Duration::from_millis(policy.max_duration_ms),
-                    max_output_bytes: policy.max_output_bytes,
-                };
-                let report = self.runtime.execute(artifact, &input, &limits).await;
-                (report, true, policy.id.clone(), artifact.hash().to_owned())
-            }
-            _ => {
-                let detail = format!(
-                    "no policy allows tool `{}` for tier `{}`",
-                    request.tool_id, tenant.tier
-                );
-                (ExecutionReport::not_run(Outcome::PolicyDenied, detail), false, String::new(), String::new())
-            }
-        };
-        let finished = started + TimeDelta::microseconds(i64::try_from(report.usage.wall_time_us).unwrap_or(i64::MAX));
+        let (report, ran, policy_id, artifact_hash) =
+            match (policy, self.artifacts.get(&request.tool_id)) {
+                (Some(policy), Some(artifact)) => {
+                    let limits = Limits {
+                        fuel: policy.max_fuel,
+                        memory_bytes: policy.max_memory_bytes,
+                        timeout: Duration::from_millis(policy.max_duration_ms),
+                        max_output_bytes: policy.max_output_bytes,
+                    };
+                    let report = self.runtime.execute(artifact, &input, &limits).await;
+                    (report, true, policy.id.clone(), artifact.hash().to_owned())
+                }
+                _ => {
+                    let detail = format!(
+                        "no policy allows tool `{}` for tier `{}`",
+                        request.tool_id, tenant.tier
+                    );
+                    (
+                        ExecutionReport::not_run(Outcome::PolicyDenied, detail),
+                        false,
+                        String::new(),
+                        String::new(),
+                    )
+                }
+            };
+        let finished = started
+            + TimeDelta::microseconds(i64::try_from(report.usage.wall_time_us).unwrap_or(i64::MAX));
         let cost = isometer_billing::rate(&report.usage, ran, card).total;
         let attempt = 1;
 
@@ -197,7 +211,9 @@ impl Gateway {
 fn validated_id(field: &str, id: String) -> Result<String, GatewayError> {
     let ok = !id.is_empty()
         && id.len() <= 128
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
     if ok {
         Ok(id)
     } else {

@@ -69,7 +69,9 @@ pub async fn run(
     let tenants: Vec<&str> = config.tenants.iter().map(|t| t.id.as_str()).collect();
     let tools: Vec<&str> = config.tools.iter().map(|t| t.id.as_str()).collect();
     if tenants.is_empty() || tools.is_empty() {
-        return Err(GatewayError::InvalidRequest("the configuration has no tenants or no tools".into()));
+        return Err(GatewayError::InvalidRequest(
+            "the configuration has no tenants or no tools".into(),
+        ));
     }
     let mut rng = StdRng::seed_from_u64(options.seed);
     let end = clock.now();
@@ -109,10 +111,15 @@ pub async fn run(
             task_id: None,
         };
         let response = gateway.submit(request).await?;
-        *summary.outcomes.entry(response.outcome.as_str().to_owned()).or_default() += 1;
+        *summary
+            .outcomes
+            .entry(response.outcome.as_str().to_owned())
+            .or_default() += 1;
         summary.cost += response.total_cost;
         summary.tasks += 1;
-        clock.advance(TimeDelta::milliseconds(rng.random_range(step_ms / 2..=step_ms * 3 / 2)));
+        clock.advance(TimeDelta::milliseconds(
+            rng.random_range(step_ms / 2..=step_ms * 3 / 2),
+        ));
         progress(done + 1, options.tasks);
     }
     clock.set(end);
@@ -138,7 +145,9 @@ fn input_for(tool: &str, rng: &mut StdRng) -> Value {
         "summarize" if rng.random_bool(0.03) => json!({ "txt": "a malformed request" }),
         "summarize" => {
             let n = rng.random_range(3..14);
-            let text: Vec<&str> = (0..n).map(|_| SENTENCES[rng.random_range(0..SENTENCES.len())]).collect();
+            let text: Vec<&str> = (0..n)
+                .map(|_| SENTENCES[rng.random_range(0..SENTENCES.len())])
+                .collect();
             json!({ "text": text.join(" "), "max_sentences": rng.random_range(1..4) })
         }
         "json-transform" => {
@@ -163,7 +172,11 @@ fn input_for(tool: &str, rng: &mut StdRng) -> Value {
                 90..=96 => rng.random_range(4_000_000..9_000_000),
                 _ => 60_000_000,
             };
-            let alloc_kib: u64 = if rng.random_bool(0.03) { 200_000 } else { rng.random_range(0..2_048) };
+            let alloc_kib: u64 = if rng.random_bool(0.03) {
+                200_000
+            } else {
+                rng.random_range(0..2_048)
+            };
             json!({ "rounds": rounds, "alloc_kib": alloc_kib })
         }
         _ => json!({}),

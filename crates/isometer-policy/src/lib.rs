@@ -18,4 +18,9 @@ pub use model::{Config, Policy, RateCard, Tenant, Tool};
 pub use settings::{SETTINGS_FILE, Settings};
 
 /// The file names inside a configuration directory.
-pub const FILES: [&str; 4] = ["tenants.toml", "tools.toml", "policies.toml", "rate_cards.toml"];
+pub const FILES: [&str; 4] = [
+    "tenants.toml",
+    "tools.toml",
+    "policies.toml",
+    "rate_cards.toml",
+];

@@ -22,10 +22,18 @@ struct Source {
 
 impl Source {
     fn line_of(&self, offset: usize) -> usize {
-        self.text[..offset.min(self.text.len())].matches('\n').count() + 1
+        self.text[..offset.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
     }
 
-    fn error(&self, span: Option<Range<usize>>, field: Option<&str>, message: impl Into<String>) -> ConfigError {
+    fn error(
+        &self,
+        span: Option<Range<usize>>,
+        field: Option<&str>,
+        message: impl Into<String>,
+    ) -> ConfigError {
         ConfigError {
             file: self.path.clone(),
             line: span.map(|s| self.line_of(s.start)),
@@ -40,7 +48,9 @@ impl Source {
 
     /// The key written on the line of `offset`, if that line is `key = value`.
     fn key_on_line(&self, offset: usize) -> Option<String> {
-        let start = self.text[..offset.min(self.text.len())].rfind('\n').map_or(0, |i| i + 1);
+        let start = self.text[..offset.min(self.text.len())]
+            .rfind('\n')
+            .map_or(0, |i| i + 1);
         let line = self.text[start..].lines().next()?;
         let (key, _) = line.split_once('=')?;
         let key = key.trim();
@@ -76,14 +86,16 @@ impl Config {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
-        let [tenants_src, tools_src, policies_src, cards_src] = <[Source; 4]>::try_from(sources)
-            .map_err(|_| ConfigErrors(Vec::new()))?;
+        let [tenants_src, tools_src, policies_src, cards_src] =
+            <[Source; 4]>::try_from(sources).map_err(|_| ConfigErrors(Vec::new()))?;
 
         let tenants: Option<TenantsFile> = tenants_src.parse().map_err(|e| errors.push(e)).ok();
         let tools: Option<ToolsFile> = tools_src.parse().map_err(|e| errors.push(e)).ok();
         let policies: Option<PoliciesFile> = policies_src.parse().map_err(|e| errors.push(e)).ok();
         let cards: Option<RateCardsFile> = cards_src.parse().map_err(|e| errors.push(e)).ok();
-        let (Some(tenants), Some(tools), Some(policies), Some(cards)) = (tenants, tools, policies, cards) else {
+        let (Some(tenants), Some(tools), Some(policies), Some(cards)) =
+            (tenants, tools, policies, cards)
+        else {
             return Err(ConfigErrors(errors));
         };
 
@@ -94,12 +106,27 @@ impl Config {
         let mut valid_tenants = Vec::new();
         for t in tenants.tenant {
             if !is_name(t.id.get_ref()) {
-                errors.push(tenants_src.at(&t.id, "id", "must be letters, digits, `-`, `_` or `.`"));
+                errors.push(tenants_src.at(
+                    &t.id,
+                    "id",
+                    "must be letters, digits, `-`, `_` or `.`",
+                ));
             } else if !seen.insert(t.id.get_ref().clone()) {
-                errors.push(tenants_src.at(&t.id, "id", format!("tenant `{}` is declared twice", t.id.get_ref())));
+                errors.push(tenants_src.at(
+                    &t.id,
+                    "id",
+                    format!("tenant `{}` is declared twice", t.id.get_ref()),
+                ));
             }
             if !tiers.contains(t.tier.get_ref().as_str()) {
-                errors.push(tenants_src.at(&t.tier, "tier", format!("no rate card prices tier `{}` (see rate_cards.toml)", t.tier.get_ref())));
+                errors.push(tenants_src.at(
+                    &t.tier,
+                    "tier",
+                    format!(
+                        "no rate card prices tier `{}` (see rate_cards.toml)",
+                        t.tier.get_ref()
+                    ),
+                ));
             }
             valid_tenants.push(Tenant {
                 id: t.id.into_inner(),
@@ -114,9 +141,17 @@ impl Config {
             if !is_name(t.id.get_ref()) {
                 errors.push(tools_src.at(&t.id, "id", "must be letters, digits, `-`, `_` or `.`"));
             } else if !seen.insert(t.id.get_ref().clone()) {
-                errors.push(tools_src.at(&t.id, "id", format!("tool `{}` is declared twice", t.id.get_ref())));
+                errors.push(tools_src.at(
+                    &t.id,
+                    "id",
+                    format!("tool `{}` is declared twice", t.id.get_ref()),
+                ));
             }
-            let declared_at = format!("{}:{}", tools_src.path.display(), tools_src.line_of(t.artifact.span().start));
+            let declared_at = format!(
+                "{}:{}",
+                tools_src.path.display(),
+                tools_src.line_of(t.artifact.span().start)
+            );
             let id = t.id.into_inner();
             valid_tools.push(Tool {
                 default_use_case: t.default_use_case.unwrap_or_else(|| id.clone()),
@@ -132,7 +167,15 @@ impl Config {
         let mut seen_ids = HashSet::new();
         let mut seen_pairs = HashSet::new();
         for p in policies.policy {
-            if let Some(policy) = validate_policy(&policies_src, p, &tool_ids, &tiers, &mut seen_ids, &mut seen_pairs, &mut errors) {
+            if let Some(policy) = validate_policy(
+                &policies_src,
+                p,
+                &tool_ids,
+                &tiers,
+                &mut seen_ids,
+                &mut seen_pairs,
+                &mut errors,
+            ) {
                 valid_policies.push(policy);
             }
         }
@@ -142,7 +185,12 @@ impl Config {
         }
         let mut hasher = Sha256::new();
         for src in [&tenants_src, &tools_src, &policies_src, &cards_src] {
-            hasher.update(src.path.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+            hasher.update(
+                src.path
+                    .file_name()
+                    .map(|n| n.as_encoded_bytes())
+                    .unwrap_or_default(),
+            );
             hasher.update([0]);
             hasher.update(src.text.as_bytes());
             hasher.update([0]);
@@ -169,31 +217,59 @@ fn validate_policy(
 ) -> Option<Policy> {
     let before = errors.len();
     if !seen_ids.insert(p.id.get_ref().clone()) {
-        errors.push(src.at(&p.id, "id", format!("policy `{}` is declared twice", p.id.get_ref())));
+        errors.push(src.at(
+            &p.id,
+            "id",
+            format!("policy `{}` is declared twice", p.id.get_ref()),
+        ));
     }
     if !tools.contains(p.tool_id.get_ref().as_str()) {
-        errors.push(src.at(&p.tool_id, "tool_id", format!("no tool `{}` in tools.toml", p.tool_id.get_ref())));
+        errors.push(src.at(
+            &p.tool_id,
+            "tool_id",
+            format!("no tool `{}` in tools.toml", p.tool_id.get_ref()),
+        ));
     }
     if !tiers.contains(p.tenant_tier.get_ref().as_str()) {
-        errors.push(src.at(&p.tenant_tier, "tenant_tier", format!("no rate card prices tier `{}`", p.tenant_tier.get_ref())));
+        errors.push(src.at(
+            &p.tenant_tier,
+            "tenant_tier",
+            format!("no rate card prices tier `{}`", p.tenant_tier.get_ref()),
+        ));
     }
     if !seen_pairs.insert((p.tool_id.get_ref().clone(), p.tenant_tier.get_ref().clone())) {
-        errors.push(src.at(&p.id, "id", format!(
-            "a second policy for tool `{}` and tier `{}`",
-            p.tool_id.get_ref(),
-            p.tenant_tier.get_ref()
-        )));
+        errors.push(src.at(
+            &p.id,
+            "id",
+            format!(
+                "a second policy for tool `{}` and tier `{}`",
+                p.tool_id.get_ref(),
+                p.tenant_tier.get_ref()
+            ),
+        ));
     }
-    for (value, field) in [(&p.max_fuel, "max_fuel"), (&p.max_memory_mb, "max_memory_mb"), (&p.max_duration_ms, "max_duration_ms")] {
+    for (value, field) in [
+        (&p.max_fuel, "max_fuel"),
+        (&p.max_memory_mb, "max_memory_mb"),
+        (&p.max_duration_ms, "max_duration_ms"),
+    ] {
         if *value.get_ref() == 0 {
             errors.push(src.at(value, field, "must be greater than 0"));
         }
     }
     if *p.max_duration_ms.get_ref() > MAX_DURATION_MS {
-        errors.push(src.at(&p.max_duration_ms, "max_duration_ms", format!("must be at most {MAX_DURATION_MS}")));
+        errors.push(src.at(
+            &p.max_duration_ms,
+            "max_duration_ms",
+            format!("must be at most {MAX_DURATION_MS}"),
+        ));
     }
     if *p.max_memory_mb.get_ref() > 4096 {
-        errors.push(src.at(&p.max_memory_mb, "max_memory_mb", "must be at most 4096 (wasm32 addresses 4 GiB)"));
+        errors.push(src.at(
+            &p.max_memory_mb,
+            "max_memory_mb",
+            "must be at most 4096 (wasm32 addresses 4 GiB)",
+        ));
     }
     if let Some(out) = &p.max_output_bytes
         && *out.get_ref() == 0
@@ -212,17 +288,29 @@ fn validate_policy(
     })
 }
 
-fn validate_rate_cards(src: &Source, cards: Vec<RawRateCard>, errors: &mut Vec<ConfigError>) -> Vec<RateCard> {
+fn validate_rate_cards(
+    src: &Source,
+    cards: Vec<RawRateCard>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<RateCard> {
     let mut seen = HashSet::new();
     let mut valid = Vec::new();
     for c in cards {
         let before = errors.len();
         if !seen.insert(c.tier.get_ref().clone()) {
-            errors.push(src.at(&c.tier, "tier", format!("tier `{}` has two rate cards", c.tier.get_ref())));
+            errors.push(src.at(
+                &c.tier,
+                "tier",
+                format!("tier `{}` has two rate cards", c.tier.get_ref()),
+            ));
         }
         let currency = c.currency.get_ref();
         if currency.len() != 3 || !currency.chars().all(|ch| ch.is_ascii_uppercase()) {
-            errors.push(src.at(&c.currency, "currency", format!("`{currency}` is not an ISO 4217 code like USD")));
+            errors.push(src.at(
+                &c.currency,
+                "currency",
+                format!("`{currency}` is not an ISO 4217 code like USD"),
+            ));
         }
         if c.version.get_ref().trim().is_empty() {
             errors.push(src.at(&c.version, "version", "must not be empty"));
@@ -253,5 +341,7 @@ fn validate_rate_cards(src: &Source, cards: Vec<RawRateCard>, errors: &mut Vec<C
 }
 
 fn is_name(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }

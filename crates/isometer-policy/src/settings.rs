@@ -48,7 +48,9 @@ impl Settings {
             }
         };
         let raw: RawSettings = toml::from_str(&text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
             ConfigErrors(vec![ConfigError {
                 file: path.clone(),
                 line,

@@ -39,7 +39,9 @@ impl OutputBudget {
         let n = n as u64;
         let taken = self
             .remaining
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(n));
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(n)
+            });
         if taken.is_err() {
             self.exceeded.store(true, Ordering::Relaxed);
         }

@@ -53,7 +53,9 @@ pub struct Artifact {
 
 impl std::fmt::Debug for Artifact {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Artifact").field("hash", &self.hash).finish()
+        f.debug_struct("Artifact")
+            .field("hash", &self.hash)
+            .finish()
     }
 }
 
@@ -111,7 +113,12 @@ impl Runtime {
 
     /// Runs one attempt in a fresh instance. Never fails: whatever the guest does becomes
     /// the report's outcome.
-    pub async fn execute(&self, artifact: &Artifact, input: &[u8], limits: &Limits) -> ExecutionReport {
+    pub async fn execute(
+        &self,
+        artifact: &Artifact,
+        input: &[u8],
+        limits: &Limits,
+    ) -> ExecutionReport {
         let started = Instant::now();
         let budget = OutputBudget::new(limits.max_output_bytes);
         let stdout = CappedOutput::new(budget.clone());
@@ -187,18 +194,36 @@ fn classify(
     output_exceeded: bool,
 ) -> (Outcome, Option<i32>, Option<String>) {
     let error = match result {
-        Err(_) => return (Outcome::TimedOut, None, Some("wall-time deadline reached".into())),
+        Err(_) => {
+            return (
+                Outcome::TimedOut,
+                None,
+                Some("wall-time deadline reached".into()),
+            );
+        }
         Ok(Ok(())) if output_exceeded => {
-            return (Outcome::OutputExceeded, Some(0), Some("output limit reached".into()));
+            return (
+                Outcome::OutputExceeded,
+                Some(0),
+                Some("output limit reached".into()),
+            );
         }
         Ok(Ok(())) => return (Outcome::Success, Some(0), None),
         Ok(Err(e)) => e,
     };
     if let Some(I32Exit(code)) = error.downcast_ref::<I32Exit>() {
         return match (*code, output_exceeded) {
-            (_, true) => (Outcome::OutputExceeded, Some(*code), Some("output limit reached".into())),
+            (_, true) => (
+                Outcome::OutputExceeded,
+                Some(*code),
+                Some("output limit reached".into()),
+            ),
             (0, false) => (Outcome::Success, Some(0), None),
-            (code, false) => (Outcome::Failed, Some(code), Some(format!("exited with code {code}"))),
+            (code, false) => (
+                Outcome::Failed,
+                Some(code),
+                Some(format!("exited with code {code}")),
+            ),
         };
     }
     let detail = Some(format!("{error:#}"));

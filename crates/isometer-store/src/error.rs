@@ -16,7 +16,9 @@ pub enum StoreError {
     },
     #[error("cannot start clickhouse-server: {0}")]
     Spawn(std::io::Error),
-    #[error("clickhouse-server did not become ready: {reason}\n--- last lines of {log} ---\n{tail}")]
+    #[error(
+        "clickhouse-server did not become ready: {reason}\n--- last lines of {log} ---\n{tail}"
+    )]
     NotReady {
         reason: String,
         log: PathBuf,
@@ -24,7 +26,9 @@ pub enum StoreError {
     },
     #[error("migration file name `{0}` is not NNNN_name.sql")]
     MigrationName(String),
-    #[error("migration {name} was applied with checksum {applied} but the file now has {now}; applied migrations must not change: add a new migration instead")]
+    #[error(
+        "migration {name} was applied with checksum {applied} but the file now has {now}; applied migrations must not change: add a new migration instead"
+    )]
     MigrationChanged {
         name: String,
         applied: String,

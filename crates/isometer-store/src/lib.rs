@@ -81,7 +81,11 @@ impl Store {
 
     /// The server's version string.
     pub async fn server_version(&self) -> Result<String, StoreError> {
-        Ok(self.client.query("SELECT version()").fetch_one::<String>().await?)
+        Ok(self
+            .client
+            .query("SELECT version()")
+            .fetch_one::<String>()
+            .await?)
     }
 
     /// Applies the migrations shipped with this build.
@@ -90,7 +94,10 @@ impl Store {
     }
 
     /// Applies the given migrations (tests use this to show what a changed file does).
-    pub async fn migrate_with(&self, migrations: &[Migration]) -> Result<MigrationReport, StoreError> {
+    pub async fn migrate_with(
+        &self,
+        migrations: &[Migration],
+    ) -> Result<MigrationReport, StoreError> {
         migrate::apply(&self.client, migrations).await
     }
 
@@ -101,9 +108,7 @@ impl Store {
 }
 
 fn client(url: &str) -> Client {
-    Client::default()
-        .with_url(url)
-        .with_validation(false)
+    Client::default().with_url(url).with_validation(false)
 }
 
 fn is_identifier(name: &str) -> bool {

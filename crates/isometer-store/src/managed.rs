@@ -72,7 +72,11 @@ impl ManagedClickHouse {
             path: dir.to_owned(),
             source,
         };
-        std::fs::write(dir.join("config.xml"), server_config(dir, http_port, tcp_port)).map_err(io)?;
+        std::fs::write(
+            dir.join("config.xml"),
+            server_config(dir, http_port, tcp_port),
+        )
+        .map_err(io)?;
         std::fs::write(dir.join("users.xml"), USERS_XML).map_err(io)?;
         let log = dir.join("log/stdout.log");
         let stdout = std::fs::File::create(&log).map_err(io)?;
@@ -85,7 +89,9 @@ impl ManagedClickHouse {
                 c
             }
             None => {
-                tracing::warn!("setpriv not found: the ClickHouse child is stopped on exit, but not if isometer is killed");
+                tracing::warn!(
+                    "setpriv not found: the ClickHouse child is stopped on exit, but not if isometer is killed"
+                );
                 Command::new(binary)
             }
         };
@@ -93,7 +99,10 @@ impl ManagedClickHouse {
         // flushes and stops the server in order, rather than both at once.
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
         command
-            .arg(format!("--config-file={}", dir.join("config.xml").display()))
+            .arg(format!(
+                "--config-file={}",
+                dir.join("config.xml").display()
+            ))
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(stdout)
@@ -125,7 +134,9 @@ impl ManagedClickHouse {
         if let Err(reason) = server.wait_ready(options.startup_timeout) {
             server.stop();
             let error_log = dir.join("log/error.log");
-            let tail = tail_lines(&error_log, 15).or_else(|| tail_lines(&log, 15)).unwrap_or_default();
+            let tail = tail_lines(&error_log, 15)
+                .or_else(|| tail_lines(&log, 15))
+                .unwrap_or_default();
             return Err(StoreError::NotReady {
                 reason,
                 log: error_log,
@@ -146,7 +157,10 @@ impl ManagedClickHouse {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(format!("no answer on port {} within {timeout:?}", self.http_port));
+                return Err(format!(
+                    "no answer on port {} within {timeout:?}",
+                    self.http_port
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -171,7 +185,11 @@ impl ManagedClickHouse {
         if let Some(control) = self.control.take() {
             let _ = control.send(self.shutdown_timeout);
         }
-        let done = self.done.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        let done = self
+            .done
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(done) = done {
             let _ = done.recv();
             tracing::info!(pid = self.pid, "clickhouse-server stopped");
@@ -236,7 +254,10 @@ fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    tracing::warn!(pid = child.id(), "clickhouse-server ignored SIGTERM; killing it");
+    tracing::warn!(
+        pid = child.id(),
+        "clickhouse-server ignored SIGTERM; killing it"
+    );
     let _ = child.kill();
     child.wait().ok()
 }

@@ -40,7 +40,10 @@ impl Migration {
 
     /// The migrations shipped with this build, in order.
     pub fn shipped() -> Result<Vec<Migration>, StoreError> {
-        EMBEDDED.iter().map(|(name, sql)| Migration::new(name, sql)).collect()
+        EMBEDDED
+            .iter()
+            .map(|(name, sql)| Migration::new(name, sql))
+            .collect()
     }
 
     /// The statements of the file, split on `;` outside quotes and comments.
@@ -48,7 +51,6 @@ impl Migration {
         split_statements(&self.sql)
     }
 }
-
 
 /// What a migration run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -70,7 +72,10 @@ const HISTORY_DDL: &str = "CREATE TABLE IF NOT EXISTS isometer_migrations \
 
 /// Applies every migration not yet recorded, in version order, after checking that every
 /// recorded one is unchanged.
-pub(crate) async fn apply(client: &Client, migrations: &[Migration]) -> Result<MigrationReport, StoreError> {
+pub(crate) async fn apply(
+    client: &Client,
+    migrations: &[Migration],
+) -> Result<MigrationReport, StoreError> {
     client.query(HISTORY_DDL).execute().await?;
     let applied: Vec<AppliedRow> = client
         .query("SELECT version, name, checksum FROM isometer_migrations ORDER BY version")
@@ -93,14 +98,12 @@ pub(crate) async fn apply(client: &Client, migrations: &[Migration]) -> Result<M
             continue;
         }
         for statement in migration.statements() {
-            client
-                .query(&statement)
-                .execute()
-                .await
-                .map_err(|source| StoreError::MigrationFailed {
+            client.query(&statement).execute().await.map_err(|source| {
+                StoreError::MigrationFailed {
                     name: migration.name.clone(),
                     source,
-                })?;
+                }
+            })?;
         }
         client
             .query("INSERT INTO isometer_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, now())")
@@ -200,7 +203,13 @@ mod tests {
     fn file_names_must_be_numbered() {
         let m = Migration::new("0007_add_things.sql", "SELECT 1").expect("valid");
         assert_eq!((m.version, m.name.as_str()), (7, "0007_add_things.sql"));
-        for bad in ["7_x.sql", "0007.sql", "0007_.sql", "abcd_x.sql", "0007_x.txt"] {
+        for bad in [
+            "7_x.sql",
+            "0007.sql",
+            "0007_.sql",
+            "abcd_x.sql",
+            "0007_x.txt",
+        ] {
             assert!(Migration::new(bad, "").is_err(), "{bad}");
         }
     }

@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 pub(crate) const MONEY_SCALE: u32 = 12;
 
 pub(crate) fn money_to_i128(m: Money) -> i128 {
-    let mut m = m.round_dp_with_strategy(MONEY_SCALE, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+    let mut m = m.round_dp_with_strategy(
+        MONEY_SCALE,
+        rust_decimal::RoundingStrategy::MidpointAwayFromZero,
+    );
     m.rescale(MONEY_SCALE);
     m.mantissa()
 }
@@ -98,8 +101,14 @@ impl EventRow {
     /// Back to the core type; a word the core does not know fails with the column named.
     pub(crate) fn into_event(self) -> Result<UsageEvent, String> {
         Ok(UsageEvent {
-            outcome: self.outcome.parse::<Outcome>().map_err(|e| format!("usage_events.outcome: {e}"))?,
-            run_class: self.run_class.parse::<RunClass>().map_err(|e| format!("usage_events.run_class: {e}"))?,
+            outcome: self
+                .outcome
+                .parse::<Outcome>()
+                .map_err(|e| format!("usage_events.outcome: {e}"))?,
+            run_class: self
+                .run_class
+                .parse::<RunClass>()
+                .map_err(|e| format!("usage_events.run_class: {e}"))?,
             event_id: self.event_id,
             time: from_millis(self.ts_ms),
             tenant_id: self.tenant_id,
@@ -183,7 +192,10 @@ mod tests {
             let m = Money::from_str(text).expect("decimal");
             assert_eq!(money_to_i128(m), raw, "{text}");
         }
-        assert_eq!(money_from_i128(1_500_000_000_000).to_string(), "1.500000000000");
+        assert_eq!(
+            money_from_i128(1_500_000_000_000).to_string(),
+            "1.500000000000"
+        );
     }
 
     #[test]

@@ -35,7 +35,7 @@ impl Default for WriterOptions {
 }
 
 enum Command {
-    Record(Vec<UsageEvent>, TaskRecord),
+    Record(Vec<UsageEvent>, Box<TaskRecord>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -48,7 +48,9 @@ pub struct UsageWriter {
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Command::Record(events, task) => write!(f, "Record({} events, {})", events.len(), task.task_id),
+            Command::Record(events, task) => {
+                write!(f, "Record({} events, {})", events.len(), task.task_id)
+            }
             Command::Flush(_) => f.write_str("Flush"),
         }
     }
@@ -62,9 +64,13 @@ impl UsageWriter {
     }
 
     /// Queues one task's attempts and its task record.
-    pub async fn record(&self, events: Vec<UsageEvent>, task: TaskRecord) -> Result<(), StoreError> {
+    pub async fn record(
+        &self,
+        events: Vec<UsageEvent>,
+        task: TaskRecord,
+    ) -> Result<(), StoreError> {
         self.tx
-            .send(Command::Record(events, task))
+            .send(Command::Record(events, Box::new(task)))
             .await
             .map_err(|_| StoreError::WriterClosed)
     }
@@ -72,7 +78,10 @@ impl UsageWriter {
     /// Waits until everything recorded before this call is in ClickHouse.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
-        self.tx.send(Command::Flush(done)).await.map_err(|_| StoreError::WriterClosed)?;
+        self.tx
+            .send(Command::Flush(done))
+            .await
+            .map_err(|_| StoreError::WriterClosed)?;
         wait.await.map_err(|_| StoreError::WriterClosed)
     }
 }
@@ -94,7 +103,7 @@ async fn run(client: Client, options: WriterOptions, mut rx: mpsc::Receiver<Comm
         match command {
             Some(Command::Record(new_events, task)) => {
                 events.extend(new_events.iter().map(EventRow::from));
-                tasks.push(TaskRow::from(&task));
+                tasks.push(TaskRow::from(&*task));
                 first_at.get_or_insert_with(Instant::now);
                 if events.len() + tasks.len() >= options.batch_rows {
                     insert_all(&client, &mut events, &mut tasks).await;

@@ -84,7 +84,11 @@ pub fn guest(name: &str) -> PathBuf {
     match dir {
         Ok(dir) => {
             let path = dir.join(format!("{name}.wasm"));
-            assert!(path.is_file(), "no guest named {name} at {}", path.display());
+            assert!(
+                path.is_file(),
+                "no guest named {name} at {}",
+                path.display()
+            );
             path
         }
         Err(e) => panic!("guest tools could not be built: {e}"),
@@ -102,7 +106,12 @@ fn build_guests() -> anyhow::Result<PathBuf> {
     let status = Command::new(cargo)
         .current_dir(&root)
         .args(["build", "--quiet", "--release", "--target", "wasm32-wasip1"])
-        .args(["--manifest-path", "guests/Cargo.toml", "--target-dir", "target/guests"])
+        .args([
+            "--manifest-path",
+            "guests/Cargo.toml",
+            "--target-dir",
+            "target/guests",
+        ])
         // Settings of the cargo that runs the tests are not meant for the guests.
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET")
@@ -111,7 +120,9 @@ fn build_guests() -> anyhow::Result<PathBuf> {
         .status()
         .context("running cargo to build the guests")?;
     if !status.success() {
-        bail!("cargo build of guests/ failed ({status}); is the wasm32-wasip1 target installed? (`rustup target add wasm32-wasip1`)");
+        bail!(
+            "cargo build of guests/ failed ({status}); is the wasm32-wasip1 target installed? (`rustup target add wasm32-wasip1`)"
+        );
     }
     Ok(guest_dir())
 }

@@ -13,7 +13,9 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<
     match state.store.server_version().await {
         Ok(version) => (
             StatusCode::OK,
-            Json(json!({ "status": "ok", "clickhouse": version, "config_version": state.gateway.config().version })),
+            Json(
+                json!({ "status": "ok", "clickhouse": version, "config_version": state.gateway.config().version }),
+            ),
         ),
         Err(e) => {
             tracing::warn!(error = %e, "health check: ClickHouse unreachable");

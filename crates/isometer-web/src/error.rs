@@ -23,7 +23,9 @@ pub enum ApiError {
 impl From<GatewayError> for ApiError {
     fn from(e: GatewayError) -> Self {
         match e {
-            GatewayError::UnknownTenant(_) | GatewayError::InvalidRequest(_) => ApiError::BadRequest(e.to_string()),
+            GatewayError::UnknownTenant(_) | GatewayError::InvalidRequest(_) => {
+                ApiError::BadRequest(e.to_string())
+            }
             GatewayError::Store(_) => ApiError::Unavailable(e.to_string()),
             _ => ApiError::Internal(e.to_string()),
         }

@@ -31,12 +31,19 @@ pub(crate) struct Dashboard {
 }
 
 /// `GET /`: task counts and cost per tenant, attempts per outcome.
-pub(crate) async fn dashboard(axum::extract::State(state): axum::extract::State<AppState>) -> Result<Html<String>, ApiError> {
+pub(crate) async fn dashboard(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<Html<String>, ApiError> {
     let config = state.gateway.config();
     let summaries = state.store.tenant_summaries().await?;
     let outcomes = state.store.outcome_counts().await?;
     let totals = state.store.totals().await?;
-    let currency_of = |tier: &str| config.rate_card(tier).map_or("", |c| c.currency.as_str()).to_owned();
+    let currency_of = |tier: &str| {
+        config
+            .rate_card(tier)
+            .map_or("", |c| c.currency.as_str())
+            .to_owned()
+    };
 
     let mut total_cost = Money::ZERO;
     let tenants = summaries
@@ -45,7 +52,9 @@ pub(crate) async fn dashboard(axum::extract::State(state): axum::extract::State<
             total_cost += s.cost;
             let (name, tier) = config
                 .tenant(&s.tenant_id)
-                .map_or((s.tenant_id.clone(), String::new()), |t| (t.name.clone(), t.tier.clone()));
+                .map_or((s.tenant_id.clone(), String::new()), |t| {
+                    (t.name.clone(), t.tier.clone())
+                });
             let currency = currency_of(&tier);
             TenantLine {
                 success_rate: percent(s.successful, s.tasks),
@@ -64,7 +73,10 @@ pub(crate) async fn dashboard(axum::extract::State(state): axum::extract::State<
         .collect();
     let page = Dashboard {
         tenants,
-        outcomes: outcomes.into_iter().map(|o| (o.outcome, o.attempts)).collect(),
+        outcomes: outcomes
+            .into_iter()
+            .map(|o| (o.outcome, o.attempts))
+            .collect(),
         total_tasks: totals.tasks,
         total_events: totals.events,
         total_cost: money(total_cost, 6),
@@ -77,7 +89,8 @@ pub(crate) async fn dashboard(axum::extract::State(state): axum::extract::State<
 
 /// `m` with exactly `places` decimals, rounded half away from zero.
 pub(crate) fn money(m: Money, places: u32) -> String {
-    let mut r = m.round_dp_with_strategy(places, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+    let mut r =
+        m.round_dp_with_strategy(places, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
     r.rescale(places);
     r.to_string()
 }

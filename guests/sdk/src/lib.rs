@@ -2,9 +2,7 @@
 //! output.
 //!
 //! ```no_run
-//! fn main() {
-//!     isometer_guest::run(|input| Ok(serde_json::json!({ "echo": input })));
-//! }
+//! isometer_guest::run(|input| Ok(isometer_guest::json!({ "echo": input })));
 //! ```
 //!
 //! [`run`] reads the whole input from stdin, calls the function, writes its result to
@@ -69,8 +67,10 @@ pub fn str_field<'a>(input: &'a Value, name: &str) -> Result<&'a str, ToolError>
 pub fn u64_field(input: &Value, name: &str, default: u64) -> Result<u64, ToolError> {
     match input.get(name) {
         None | Some(Value::Null) => Ok(default),
-        Some(v) => v
-            .as_u64()
-            .ok_or_else(|| ToolError(format!("input field `{name}` must be a non-negative integer"))),
+        Some(v) => v.as_u64().ok_or_else(|| {
+            ToolError(format!(
+                "input field `{name}` must be a non-negative integer"
+            ))
+        }),
     }
 }

@@ -40,35 +40,112 @@ fn the_shipped_configuration_loads_and_resolves() {
 #[test]
 fn the_version_follows_the_content() {
     let a = Config::load(&shipped()).expect("valid").version;
-    let dir = edited("tenants.toml", |t| t + "\n# a comment changes the version\n");
+    let dir = edited("tenants.toml", |t| {
+        t + "\n# a comment changes the version\n"
+    });
     let b = Config::load(dir.path()).expect("valid").version;
     assert_ne!(a, b);
 }
 
 /// (file, edit, expected line, expected field, words the message must contain)
-type Case = (&'static str, fn(String) -> String, usize, &'static str, &'static str);
+type Case = (
+    &'static str,
+    fn(String) -> String,
+    usize,
+    &'static str,
+    &'static str,
+);
 
 #[test]
 fn mistakes_are_reported_with_file_line_and_field() {
     let cases: &[Case] = &[
-        ("tenants.toml", |t| t.replacen("tier = \"standard\"", "tier = \"gold\"", 1), 6, "tier", "no rate card prices tier `gold`"),
-        ("tenants.toml", |t| t.replacen("name = \"Acme Analytics\"", "name = \"Acme\"\nplan = \"x\"", 1), 6, "plan", "unknown field `plan`"),
-        ("policies.toml", |t| t.replacen("max_fuel = 20_000_000", "max_fuel = \"lots\"", 1), 10, "max_fuel", "invalid type"),
-        ("policies.toml", |t| t.replacen("max_fuel = 20_000_000", "max_fuel = 0", 1), 10, "max_fuel", "greater than 0"),
-        ("policies.toml", |t| t.replacen("tool_id = \"summarize\"", "tool_id = \"sumarize\"", 1), 6, "tool_id", "no tool `sumarize`"),
-        ("tools.toml", |t| t.replacen("id = \"json-transform\"", "id = \"summarize\"", 1), 11, "id", "declared twice"),
-        ("rate_cards.toml", |t| t.replacen("currency = \"USD\"", "currency = \"usd\"", 1), 9, "currency", "ISO 4217"),
-        ("rate_cards.toml", |t| t.replacen("price_per_invocation = \"0.0000002\"", "price_per_invocation = \"-1\"", 1), 13, "price_per_invocation", "negative"),
+        (
+            "tenants.toml",
+            |t| t.replacen("tier = \"standard\"", "tier = \"gold\"", 1),
+            6,
+            "tier",
+            "no rate card prices tier `gold`",
+        ),
+        (
+            "tenants.toml",
+            |t| {
+                t.replacen(
+                    "name = \"Acme Analytics\"",
+                    "name = \"Acme\"\nplan = \"x\"",
+                    1,
+                )
+            },
+            6,
+            "plan",
+            "unknown field `plan`",
+        ),
+        (
+            "policies.toml",
+            |t| t.replacen("max_fuel = 20_000_000", "max_fuel = \"lots\"", 1),
+            10,
+            "max_fuel",
+            "invalid type",
+        ),
+        (
+            "policies.toml",
+            |t| t.replacen("max_fuel = 20_000_000", "max_fuel = 0", 1),
+            10,
+            "max_fuel",
+            "greater than 0",
+        ),
+        (
+            "policies.toml",
+            |t| t.replacen("tool_id = \"summarize\"", "tool_id = \"sumarize\"", 1),
+            6,
+            "tool_id",
+            "no tool `sumarize`",
+        ),
+        (
+            "tools.toml",
+            |t| t.replacen("id = \"json-transform\"", "id = \"summarize\"", 1),
+            11,
+            "id",
+            "declared twice",
+        ),
+        (
+            "rate_cards.toml",
+            |t| t.replacen("currency = \"USD\"", "currency = \"usd\"", 1),
+            9,
+            "currency",
+            "ISO 4217",
+        ),
+        (
+            "rate_cards.toml",
+            |t| {
+                t.replacen(
+                    "price_per_invocation = \"0.0000002\"",
+                    "price_per_invocation = \"-1\"",
+                    1,
+                )
+            },
+            13,
+            "price_per_invocation",
+            "negative",
+        ),
     ];
     for (file, edit, line, field, words) in cases {
         let dir = edited(file, *edit);
         let found = errors(dir.path());
         let hit = found.iter().find(|e| {
-            e.file.ends_with(file) && e.line == Some(*line) && e.field.as_deref() == Some(*field) && e.message.contains(words)
+            e.file.ends_with(file)
+                && e.line == Some(*line)
+                && e.field.as_deref() == Some(*field)
+                && e.message.contains(words)
         });
-        assert!(hit.is_some(), "{file}: expected line {line}, field {field}, `{words}`; got {found:#?}");
+        assert!(
+            hit.is_some(),
+            "{file}: expected line {line}, field {field}, `{words}`; got {found:#?}"
+        );
         let shown = hit.map(ToString::to_string).unwrap_or_default();
-        assert!(shown.contains(&format!("{file}:{line}: field `{field}`")), "{shown}");
+        assert!(
+            shown.contains(&format!("{file}:{line}: field `{field}`")),
+            "{shown}"
+        );
     }
 }
 

@@ -50,7 +50,11 @@ async fn success_captures_stdout_and_meters() {
     assert_eq!(report.outcome, Outcome::Success, "{report:?}");
     assert_eq!(report.exit_code, Some(0));
     assert_eq!(report.stdout, b"hello");
-    assert!(report.usage.fuel > 0 && report.usage.fuel < 1000, "{:?}", report.usage);
+    assert!(
+        report.usage.fuel > 0 && report.usage.fuel < 1000,
+        "{:?}",
+        report.usage
+    );
     assert_eq!(report.usage.peak_memory_bytes, 65536);
     assert_eq!(report.usage.output_bytes, 5);
 }
@@ -58,7 +62,10 @@ async fn success_captures_stdout_and_meters() {
 #[tokio::test]
 async fn nonzero_exit_is_failed_with_its_code() {
     let report = run(&echo_and_exit("boom", 3), limits()).await;
-    assert_eq!((report.outcome, report.exit_code), (Outcome::Failed, Some(3)));
+    assert_eq!(
+        (report.outcome, report.exit_code),
+        (Outcome::Failed, Some(3))
+    );
 }
 
 #[tokio::test]
@@ -78,7 +85,10 @@ async fn infinite_loop_with_ample_fuel_times_out_near_its_deadline() {
     let report = run(INFINITE_LOOP, limits).await;
     assert_eq!(report.outcome, Outcome::TimedOut, "{report:?}");
     let wall = Duration::from_micros(report.usage.wall_time_us);
-    assert!(wall >= Duration::from_millis(200) && wall < Duration::from_secs(2), "{wall:?}");
+    assert!(
+        wall >= Duration::from_millis(200) && wall < Duration::from_secs(2),
+        "{wall:?}"
+    );
 }
 
 #[tokio::test]
@@ -114,7 +124,10 @@ fn modules_that_are_not_commands_are_refused() {
             "nope",
         ),
     ] {
-        let err = runtime.load(bytes).expect_err("must be refused").to_string();
+        let err = runtime
+            .load(bytes)
+            .expect_err("must be refused")
+            .to_string();
         assert!(err.contains(expect), "{err}");
     }
 }

@@ -12,7 +12,10 @@ pub(crate) fn process_running_with(needle: &str) -> bool {
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         let state = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
         // A zombie has ended; it only waits to be reaped by its parent.
-        let zombie = state.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'));
+        let zombie = state
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'));
         !zombie && String::from_utf8_lossy(&cmdline).contains(needle)
     })
 }
@@ -20,19 +23,32 @@ pub(crate) fn process_running_with(needle: &str) -> bool {
 #[tokio::test]
 async fn a_managed_server_serves_then_stops_without_a_trace() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut server = ManagedClickHouse::start(&ServerOptions::new(dir.path())).expect("server starts");
+    let mut server =
+        ManagedClickHouse::start(&ServerOptions::new(dir.path())).expect("server starts");
     let config = dir.path().canonicalize().expect("dir").join("config.xml");
     let needle = config.to_str().expect("utf-8").to_owned();
     assert!(process_running_with(&needle));
     assert!(server.url().starts_with("http://127.0.0.1:"));
     assert!(Path::new(&format!("/proc/{}", server.pid())).exists());
 
-    let store = Store::open(&server.url(), "lifecycle").await.expect("database");
+    let store = Store::open(&server.url(), "lifecycle")
+        .await
+        .expect("database");
     let version = store.server_version().await.expect("version");
-    assert!(version.split('.').next().and_then(|m| m.parse::<u32>().ok()).is_some(), "{version}");
+    assert!(
+        version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u32>().ok())
+            .is_some(),
+        "{version}"
+    );
 
     server.stop();
-    assert!(!process_running_with(&needle), "clickhouse-server still runs after stop");
+    assert!(
+        !process_running_with(&needle),
+        "clickhouse-server still runs after stop"
+    );
     server.stop(); // idempotent
 }
 
@@ -43,5 +59,8 @@ fn a_server_that_cannot_start_is_reported_with_its_log() {
     std::fs::write(dir.path().join("data"), "not a directory").expect("write");
     let err = ManagedClickHouse::start(&ServerOptions::new(dir.path())).expect_err("must fail");
     let text = err.to_string();
-    assert!(text.contains("ClickHouse directory") || text.contains("did not become ready"), "{text}");
+    assert!(
+        text.contains("ClickHouse directory") || text.contains("did not become ready"),
+        "{text}"
+    );
 }

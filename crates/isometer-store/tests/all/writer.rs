@@ -66,8 +66,15 @@ async fn events_and_tasks_read_back_exactly() {
     ];
     let t2 = vec![event("t2", "acme", 1, Outcome::FuelExhausted, "1.5")];
     let t3 = vec![event("t3", "globex", 1, Outcome::Success, "0.333333333333")];
-    for (id, tenant, events) in [("t1", "acme", &t1), ("t2", "acme", &t2), ("t3", "globex", &t3)] {
-        writer.record(events.clone(), task(id, tenant, events)).await.expect("queued");
+    for (id, tenant, events) in [
+        ("t1", "acme", &t1),
+        ("t2", "acme", &t2),
+        ("t3", "globex", &t3),
+    ] {
+        writer
+            .record(events.clone(), task(id, tenant, events))
+            .await
+            .expect("queued");
     }
     writer.flush().await.expect("flushed");
 
@@ -77,16 +84,36 @@ async fn events_and_tasks_read_back_exactly() {
     let summaries = store.tenant_summaries().await.expect("summaries");
     assert_eq!(summaries.len(), 2);
     let acme = &summaries[0];
-    assert_eq!((acme.tenant_id.as_str(), acme.tasks, acme.successful, acme.attempts), ("acme", 2, 1, 3));
-    assert_eq!(acme.cost, Money::from_str("1.500000323457").expect("decimal"));
+    assert_eq!(
+        (
+            acme.tenant_id.as_str(),
+            acme.tasks,
+            acme.successful,
+            acme.attempts
+        ),
+        ("acme", 2, 1, 3)
+    );
+    assert_eq!(
+        acme.cost,
+        Money::from_str("1.500000323457").expect("decimal")
+    );
     assert_eq!(acme.cost_per_successful_task(), Some(acme.cost));
-    assert_eq!(summaries[1].cost, Money::from_str("0.333333333333").expect("decimal"));
+    assert_eq!(
+        summaries[1].cost,
+        Money::from_str("0.333333333333").expect("decimal")
+    );
 
     let outcomes = store.outcome_counts().await.expect("outcomes");
-    let success = outcomes.iter().find(|o| o.outcome == "success").expect("success row");
+    let success = outcomes
+        .iter()
+        .find(|o| o.outcome == "success")
+        .expect("success row");
     assert_eq!(success.attempts, 2);
     let totals = store.totals().await.expect("totals");
-    assert_eq!((totals.events, totals.tasks, totals.tenants, totals.tools), (4, 3, 2, 1));
+    assert_eq!(
+        (totals.events, totals.tasks, totals.tenants, totals.tools),
+        (4, 3, 2, 1)
+    );
 }
 
 #[tokio::test]
@@ -98,7 +125,10 @@ async fn rows_wait_for_the_batch_delay_not_for_a_full_batch() {
         queue: 16,
     });
     let events = vec![event("lonely", "acme", 1, Outcome::Success, "0.01")];
-    writer.record(events.clone(), task("lonely", "acme", &events)).await.expect("queued");
+    writer
+        .record(events.clone(), task("lonely", "acme", &events))
+        .await
+        .expect("queued");
     let seen = isometer_testkit::eventually(std::time::Duration::from_secs(10), || async {
         let rows = store.task_events("lonely").await.ok()?;
         (!rows.is_empty()).then_some(rows)

@@ -27,8 +27,12 @@ fn config() -> Config {
 async fn app() -> (Router, Store, Arc<Gateway>) {
     let store = isometer_testkit::database().await;
     let gateway = Arc::new(
-        Gateway::new(Arc::new(config()), store.writer(WriterOptions::default()), Arc::new(SystemClock))
-            .expect("gateway"),
+        Gateway::new(
+            Arc::new(config()),
+            store.writer(WriterOptions::default()),
+            Arc::new(SystemClock),
+        )
+        .expect("gateway"),
     );
     let router = isometer_web::router(AppState {
         gateway: gateway.clone(),
@@ -38,9 +42,17 @@ async fn app() -> (Router, Store, Arc<Gateway>) {
 }
 
 async fn call(router: &Router, request: Request<Body>) -> (StatusCode, Vec<u8>) {
-    let response = tower::ServiceExt::oneshot(router.clone(), request).await.expect("infallible");
+    let response = tower::ServiceExt::oneshot(router.clone(), request)
+        .await
+        .expect("infallible");
     let status = response.status();
-    let body = response.into_body().collect().await.expect("body").to_bytes().to_vec();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+        .to_vec();
     (status, body)
 }
 
@@ -67,10 +79,16 @@ async fn a_task_runs_in_wasm_and_its_rated_usage_reads_back_from_clickhouse() {
     .await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     let task: TaskResponse = serde_json::from_slice(&body).expect("task response");
-    assert_eq!((task.outcome, task.task_id.as_str(), task.use_case.as_str()), (Outcome::Success, "task-1", "support-summary"));
+    assert_eq!(
+        (task.outcome, task.task_id.as_str(), task.use_case.as_str()),
+        (Outcome::Success, "task-1", "support-summary")
+    );
     assert_eq!(task.output["sentences"], json!(3));
     let attempt = &task.attempts[0];
-    assert!(attempt.usage.fuel > 1_000 && attempt.usage.peak_memory_bytes >= 65_536, "{attempt:?}");
+    assert!(
+        attempt.usage.fuel > 1_000 && attempt.usage.peak_memory_bytes >= 65_536,
+        "{attempt:?}"
+    );
     assert!(task.total_cost > isometer_core::Money::ZERO);
     assert_eq!(attempt.manifest_digest.len(), 64);
 
@@ -78,10 +96,20 @@ async fn a_task_runs_in_wasm_and_its_rated_usage_reads_back_from_clickhouse() {
     let events = store.task_events("task-1").await.expect("query");
     assert_eq!(events.len(), 1);
     let event = &events[0];
-    assert_eq!((event.tenant_id.as_str(), event.tool_id.as_str(), event.outcome), ("acme", "summarize", Outcome::Success));
+    assert_eq!(
+        (
+            event.tenant_id.as_str(),
+            event.tool_id.as_str(),
+            event.outcome
+        ),
+        ("acme", "summarize", Outcome::Success)
+    );
     assert_eq!(event.usage, attempt.usage);
     assert_eq!(event.cost, task.total_cost);
-    assert_eq!((event.policy_id.as_str(), event.rate_card_version.as_str()), ("summarize/standard", "standard-2026-01"));
+    assert_eq!(
+        (event.policy_id.as_str(), event.rate_card_version.as_str()),
+        ("summarize/standard", "standard-2026-01")
+    );
     assert_eq!(event.event_id, "task-1/1");
 }
 
@@ -89,25 +117,47 @@ async fn a_task_runs_in_wasm_and_its_rated_usage_reads_back_from_clickhouse() {
 async fn guest_failures_are_outcomes_and_denials_are_recorded_at_no_cost() {
     let (router, store, gateway) = app().await;
     let cases = [
-        (json!({"tenant_id": "acme", "tool_id": "summarize", "input": {"txt": "no text"}}), Outcome::Failed),
-        (json!({"tenant_id": "acme", "tool_id": "busy", "input": {"rounds": 60_000_000}}), Outcome::FuelExhausted),
-        (json!({"tenant_id": "acme", "tool_id": "busy", "input": {"rounds": 1, "alloc_kib": 200_000}}), Outcome::MemoryExceeded),
+        (
+            json!({"tenant_id": "acme", "tool_id": "summarize", "input": {"txt": "no text"}}),
+            Outcome::Failed,
+        ),
+        (
+            json!({"tenant_id": "acme", "tool_id": "busy", "input": {"rounds": 60_000_000}}),
+            Outcome::FuelExhausted,
+        ),
+        (
+            json!({"tenant_id": "acme", "tool_id": "busy", "input": {"rounds": 1, "alloc_kib": 200_000}}),
+            Outcome::MemoryExceeded,
+        ),
         // The free tier has no policy for the CPU-heavy tool: deny by default.
-        (json!({"tenant_id": "initech", "tool_id": "busy", "input": {}}), Outcome::PolicyDenied),
-        (json!({"tenant_id": "acme", "tool_id": "no-such-tool"}), Outcome::PolicyDenied),
+        (
+            json!({"tenant_id": "initech", "tool_id": "busy", "input": {}}),
+            Outcome::PolicyDenied,
+        ),
+        (
+            json!({"tenant_id": "acme", "tool_id": "no-such-tool"}),
+            Outcome::PolicyDenied,
+        ),
     ];
     for (request, expected) in cases {
         let (status, body) = call(&router, post_task(&request)).await;
         assert_eq!(status, StatusCode::OK);
         let task: TaskResponse = serde_json::from_slice(&body).expect("task response");
-        assert_eq!(task.outcome, expected, "{request}: {:?}", task.attempts[0].detail);
+        assert_eq!(
+            task.outcome, expected,
+            "{request}: {:?}",
+            task.attempts[0].detail
+        );
         if expected == Outcome::PolicyDenied {
             assert_eq!(task.total_cost, isometer_core::Money::ZERO);
         }
     }
     gateway.flush().await.expect("flush");
     let outcomes = store.outcome_counts().await.expect("outcomes");
-    let denied = outcomes.iter().find(|o| o.outcome == "policy_denied").map(|o| o.attempts);
+    let denied = outcomes
+        .iter()
+        .find(|o| o.outcome == "policy_denied")
+        .map(|o| o.attempts);
     assert_eq!(denied, Some(2));
     assert_eq!(store.totals().await.expect("totals").events, 5);
 }
@@ -117,12 +167,26 @@ async fn bad_requests_get_400_with_a_reason_and_record_nothing() {
     let (router, store, gateway) = app().await;
     let cases = [
         (Body::from("{not json"), "JSON"),
-        (Body::from(json!({"tenant_id": "nobody", "tool_id": "summarize"}).to_string()), "unknown tenant `nobody`"),
-        (Body::from(json!({"tenant_id": "acme", "tool_id": "summarize", "task_id": "a b"}).to_string()), "task_id"),
-        (Body::from(json!({"tenant_id": "acme", "tool": "summarize"}).to_string()), "unknown field"),
+        (
+            Body::from(json!({"tenant_id": "nobody", "tool_id": "summarize"}).to_string()),
+            "unknown tenant `nobody`",
+        ),
+        (
+            Body::from(
+                json!({"tenant_id": "acme", "tool_id": "summarize", "task_id": "a b"}).to_string(),
+            ),
+            "task_id",
+        ),
+        (
+            Body::from(json!({"tenant_id": "acme", "tool": "summarize"}).to_string()),
+            "unknown field",
+        ),
     ];
     for (body, words) in cases {
-        let request = Request::post("/v1/tasks").header("content-type", "application/json").body(body).expect("request");
+        let request = Request::post("/v1/tasks")
+            .header("content-type", "application/json")
+            .body(body)
+            .expect("request");
         let (status, body) = call(&router, request).await;
         let text = String::from_utf8_lossy(&body);
         assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
@@ -135,7 +199,11 @@ async fn bad_requests_get_400_with_a_reason_and_record_nothing() {
 #[tokio::test]
 async fn the_dashboard_shows_task_counts_and_cost_per_tenant_from_clickhouse() {
     let (router, _store, gateway) = app().await;
-    let (status, body) = call(&router, Request::get("/").body(Body::empty()).expect("request")).await;
+    let (status, body) = call(
+        &router,
+        Request::get("/").body(Body::empty()).expect("request"),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert!(String::from_utf8_lossy(&body).contains("No tasks recorded yet"));
 
@@ -145,19 +213,39 @@ async fn the_dashboard_shows_task_counts_and_cost_per_tenant_from_clickhouse() {
         assert_eq!(status, StatusCode::OK);
     }
     gateway.flush().await.expect("flush");
-    let (status, body) = call(&router, Request::get("/").body(Body::empty()).expect("request")).await;
+    let (status, body) = call(
+        &router,
+        Request::get("/").body(Body::empty()).expect("request"),
+    )
+    .await;
     let page = String::from_utf8_lossy(&body);
     assert_eq!(status, StatusCode::OK);
-    assert!(page.contains(r#"<div class="value" id="total-tasks">3</div>"#), "{page}");
-    let acme_row = page.split(r#"<tr data-tenant="acme">"#).nth(1).and_then(|r| r.split("</tr>").next()).expect("acme row");
-    assert!(acme_row.contains(r#"<td class="num">2</td>"#) && acme_row.contains("USD"), "{acme_row}");
+    assert!(
+        page.contains(r#"<div class="value" id="total-tasks">3</div>"#),
+        "{page}"
+    );
+    let acme_row = page
+        .split(r#"<tr data-tenant="acme">"#)
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .expect("acme row");
+    assert!(
+        acme_row.contains(r#"<td class="num">2</td>"#) && acme_row.contains("USD"),
+        "{acme_row}"
+    );
     assert!(page.contains(r#"<tr data-tenant="globex">"#));
 }
 
 #[tokio::test]
 async fn health_reports_the_clickhouse_version() {
     let (router, _store, _gateway) = app().await;
-    let (status, body) = call(&router, Request::get("/healthz").body(Body::empty()).expect("request")).await;
+    let (status, body) = call(
+        &router,
+        Request::get("/healthz")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let health: Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(health["status"], "ok");
@@ -167,17 +255,41 @@ async fn health_reports_the_clickhouse_version() {
 #[tokio::test]
 async fn health_is_503_when_clickhouse_is_unreachable() {
     let gateway = Arc::new(
-        Gateway::new(Arc::new(config()), isometer_testkit::database().await.writer(WriterOptions::default()), Arc::new(SystemClock))
-            .expect("gateway"),
+        Gateway::new(
+            Arc::new(config()),
+            isometer_testkit::database()
+                .await
+                .writer(WriterOptions::default()),
+            Arc::new(SystemClock),
+        )
+        .expect("gateway"),
     );
     // Port 9 on loopback: nothing listens there.
     let router = isometer_web::router(AppState {
         gateway,
         store: Store::new("http://127.0.0.1:9", "nowhere"),
     });
-    let (status, body) = call(&router, Request::get("/healthz").body(Body::empty()).expect("request")).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{}", String::from_utf8_lossy(&body));
-    let (status, body) = call(&router, Request::get("/").body(Body::empty()).expect("request")).await;
+    let (status, body) = call(
+        &router,
+        Request::get("/healthz")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let (status, body) = call(
+        &router,
+        Request::get("/").body(Body::empty()).expect("request"),
+    )
+    .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(!String::from_utf8_lossy(&body).contains("127.0.0.1:9"), "5xx bodies are generic");
+    assert!(
+        !String::from_utf8_lossy(&body).contains("127.0.0.1:9"),
+        "5xx bodies are generic"
+    );
 }

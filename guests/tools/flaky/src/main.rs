@@ -14,7 +14,9 @@ fn call(input: Value) -> Result<Value, ToolError> {
     let fail_percent = u64_field(&input, "fail_percent", 20)?;
     let roll = mix(seed) % 100;
     if roll < fail_percent {
-        return Err(ToolError(format!("upstream unavailable (roll {roll} < {fail_percent})")));
+        return Err(ToolError(format!(
+            "upstream unavailable (roll {roll} < {fail_percent})"
+        )));
     }
     Ok(json!({ "status": "ok", "roll": roll }))
 }

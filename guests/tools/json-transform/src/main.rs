@@ -25,7 +25,10 @@ fn transform(input: Value) -> Result<Value, ToolError> {
     let mut total = 0.0f64;
     for record in records {
         if let Some(filter) = filter {
-            let field = filter.get("field").and_then(Value::as_str).unwrap_or_default();
+            let field = filter
+                .get("field")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             if record.get(field) != filter.get("equals") {
                 continue;
             }

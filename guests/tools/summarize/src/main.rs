@@ -20,7 +20,10 @@ fn summarize(input: Value) -> Result<Value, isometer_guest::ToolError> {
         .collect();
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     let mut words = 0u64;
-    for word in text.split(|c: char| !c.is_alphanumeric()).filter(|w| w.len() > 3) {
+    for word in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.len() > 3)
+    {
         words += 1;
         *counts.entry(word.to_lowercase()).or_default() += 1;
     }

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what isometer needs on Debian that is missing: clickhouse-server, the
+# wasm32-wasip1 Rust target, rustfmt and clippy. Does nothing when all are present.
+set -euo pipefail
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "install-deps: need root (or sudo) to run: $*" >&2; exit 1
+  fi
+}
+
+have_clickhouse() {
+  command -v clickhouse-server >/dev/null || [ -x /usr/sbin/clickhouse-server ] || [ -x /usr/bin/clickhouse-server ]
+}
+
+if ! have_clickhouse; then
+  echo "install-deps: installing clickhouse-server (apt)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server >/dev/null
+fi
+
+if ! command -v setpriv >/dev/null; then
+  # setpriv ties the managed ClickHouse's life to isometer's (util-linux).
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq util-linux >/dev/null
+fi
+
+if command -v rustup >/dev/null; then
+  if ! rustup target list --installed | grep -qx wasm32-wasip1; then
+    echo "install-deps: adding the wasm32-wasip1 Rust target"
+    rustup target add wasm32-wasip1
+  fi
+  for component in rustfmt clippy; do
+    if ! rustup component list --installed | grep -q "^$component"; then
+      rustup component add "$component"
+    fi
+  done
+fi
