@@ -79,12 +79,21 @@ pub(crate) async fn dashboard(
             .collect(),
         total_tasks: totals.tasks,
         total_events: totals.events,
-        total_cost: money(total_cost, 6),
+        total_cost: format!("{} {}", money(total_cost, 6), common_currency(config)).trim_end().to_owned(),
         config_version: config.version.chars().take(12).collect(),
     };
     page.render()
         .map(Html)
         .map_err(|e| ApiError::Internal(format!("rendering the dashboard: {e}")))
+}
+
+/// The currency every rate card uses, or nothing when they differ (a sum across
+/// currencies has none).
+fn common_currency(config: &isometer_policy::Config) -> &str {
+    match config.rate_cards.split_first() {
+        Some((first, rest)) if rest.iter().all(|c| c.currency == first.currency) => &first.currency,
+        _ => "",
+    }
 }
 
 /// `m` with exactly `places` decimals, rounded half away from zero.
