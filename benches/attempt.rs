@@ -22,15 +22,29 @@ fn main() -> anyhow::Result<()> {
     let runtime = Runtime::new()?;
     let artifact = runtime.load_file(&wasm)?;
     let limits = Limits::default();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let isolate = measure(|| {
         let report = rt.block_on(runtime.execute(&artifact, INPUT, &limits));
-        anyhow::ensure!(report.outcome.is_success(), "isolate attempt failed: {:?}", report.detail);
+        anyhow::ensure!(
+            report.outcome.is_success(),
+            "isolate attempt failed: {:?}",
+            report.detail
+        );
         Ok(report.stdout)
     })?;
     let process = measure(|| {
-        let mut child = Command::new(&native).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
-        child.stdin.take().ok_or_else(|| anyhow::anyhow!("no stdin"))?.write_all(INPUT)?;
+        let mut child = Command::new(&native)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdin"))?
+            .write_all(INPUT)?;
         let output = child.wait_with_output()?;
         anyhow::ensure!(output.status.success(), "native tool failed");
         Ok(output.stdout)
@@ -38,9 +52,20 @@ fn main() -> anyhow::Result<()> {
 
     let ratio = process.p50.as_secs_f64() / isolate.p50.as_secs_f64();
     println!("suite attempt: summarize tool, {ITERATIONS} sequential calls each");
-    println!("{:<34} {:>10} {:>10} {:>12}", "", "p50 µs", "p99 µs", "calls/s");
-    for (name, s) in [("isometer: fresh wasm isolate", &isolate), ("peer: fresh native process", &process)] {
-        println!("{name:<34} {:>10.1} {:>10.1} {:>12.0}", micros(s.p50), micros(s.p99), s.per_second);
+    println!(
+        "{:<34} {:>10} {:>10} {:>12}",
+        "", "p50 µs", "p99 µs", "calls/s"
+    );
+    for (name, s) in [
+        ("isometer: fresh wasm isolate", &isolate),
+        ("peer: fresh native process", &process),
+    ] {
+        println!(
+            "{name:<34} {:>10.1} {:>10.1} {:>12.0}",
+            micros(s.p50),
+            micros(s.p99),
+            s.per_second
+        );
     }
     println!("ratio (peer p50 / isometer p50): {ratio:.1}x");
 
@@ -57,7 +82,10 @@ fn main() -> anyhow::Result<()> {
     });
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("attempt.json"), serde_json::to_string_pretty(&json)?)?;
+    std::fs::write(
+        dir.join("attempt.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
     Ok(())
 }
 
@@ -78,7 +106,10 @@ fn measure(mut call: impl FnMut() -> anyhow::Result<Vec<u8>>) -> anyhow::Result<
         let t = Instant::now();
         let out = call()?;
         samples.push(t.elapsed());
-        anyhow::ensure!(Some(&out) == expected.as_ref(), "output changed between calls");
+        anyhow::ensure!(
+            Some(&out) == expected.as_ref(),
+            "output changed between calls"
+        );
     }
     let total = started.elapsed();
     samples.sort();
@@ -98,7 +129,12 @@ fn build_native(root: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
     let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .current_dir(root)
         .args(["build", "--quiet", "--release", "-p", "summarize"])
-        .args(["--manifest-path", "guests/Cargo.toml", "--target-dir", "target/guests-native"])
+        .args([
+            "--manifest-path",
+            "guests/Cargo.toml",
+            "--target-dir",
+            "target/guests-native",
+        ])
         .status()?;
     anyhow::ensure!(status.success(), "building the native summarize failed");
     Ok(root.join("target/guests-native/release/summarize"))

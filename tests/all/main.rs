@@ -2,6 +2,7 @@
 //! ClickHouse server, real HTTP on loopback.
 
 mod demo;
+mod migrate;
 mod run;
 mod serve;
 

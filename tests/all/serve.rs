@@ -89,23 +89,28 @@ async fn tasks_over_http_show_on_the_dashboard() {
     .await
     .expect("the dashboard shows the three tasks");
     for tenant in ["acme", "globex", "initech"] {
-        assert!(page.contains(&format!(r#"data-tenant="{tenant}""#)));
+        assert!(
+            page.contains(&format!(r#"data-tenant="{tenant}""#)),
+            "{tenant} missing from:\n{page}"
+        );
     }
 }
 
 #[test]
-fn sigterm_stops_serve_and_its_clickhouse() {
-    let mut served = serve();
-    let needle = crate::server_needle(served.data.path());
-    assert!(crate::process_running_with(&needle));
-    let pid = Pid::from_raw(i32::try_from(served.child.id()).expect("pid"));
-    kill(pid, Signal::SIGTERM).expect("signal");
-    let status = served.child.wait().expect("exits");
-    assert!(status.success(), "{status}");
-    assert!(
-        !crate::process_running_with(&needle),
-        "clickhouse-server outlived isometer"
-    );
+fn sigterm_and_ctrl_c_stop_serve_and_its_clickhouse() {
+    for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        let mut served = serve();
+        let needle = crate::server_needle(served.data.path());
+        assert!(crate::process_running_with(&needle));
+        let pid = Pid::from_raw(i32::try_from(served.child.id()).expect("pid"));
+        kill(pid, signal).expect("signal");
+        let status = served.child.wait().expect("exits");
+        assert!(status.success(), "{signal}: {status}");
+        assert!(
+            !crate::process_running_with(&needle),
+            "{signal}: clickhouse-server outlived isometer"
+        );
+    }
 }
 
 #[test]

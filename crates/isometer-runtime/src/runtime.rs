@@ -35,7 +35,8 @@ struct AttemptState {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<AttemptState>,
-    ticker: EpochTicker,
+    /// Stops advancing the epoch when the runtime is dropped.
+    _ticker: EpochTicker,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -74,11 +75,10 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut AttemptState| &mut s.wasi)
             .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
-        let ticker = EpochTicker::start(engine.clone());
         Ok(Runtime {
+            _ticker: EpochTicker::start(engine.clone()),
             engine,
             linker,
-            ticker,
         })
     }
 
@@ -174,11 +174,6 @@ impl Runtime {
             stderr,
             detail,
         }
-    }
-
-    /// The engine's epoch ticker is running (it stops when the runtime is dropped).
-    pub fn is_ticking(&self) -> bool {
-        !self.ticker.stop.load(Ordering::Relaxed)
     }
 }
 

@@ -25,7 +25,7 @@ pub(crate) struct Dashboard {
     pub(crate) tenants: Vec<TenantLine>,
     pub(crate) outcomes: Vec<(String, u64)>,
     pub(crate) total_tasks: u64,
-    pub(crate) total_events: u64,
+    pub(crate) total_attempts: u64,
     pub(crate) total_cost: String,
     pub(crate) config_version: String,
 }
@@ -37,7 +37,6 @@ pub(crate) async fn dashboard(
     let config = state.gateway.config();
     let summaries = state.store.tenant_summaries().await?;
     let outcomes = state.store.outcome_counts().await?;
-    let totals = state.store.totals().await?;
     let currency_of = |tier: &str| {
         config
             .rate_card(tier)
@@ -45,11 +44,14 @@ pub(crate) async fn dashboard(
             .to_owned()
     };
 
-    let mut total_cost = Money::ZERO;
+    // Totals come from the same rows as the table, so the page always agrees with itself.
+    let (mut total_cost, mut total_tasks, mut total_attempts) = (Money::ZERO, 0, 0);
     let tenants = summaries
         .into_iter()
         .map(|s| {
             total_cost += s.cost;
+            total_tasks += s.tasks;
+            total_attempts += s.attempts;
             let (name, tier) = config
                 .tenant(&s.tenant_id)
                 .map_or((s.tenant_id.clone(), String::new()), |t| {
@@ -77,9 +79,11 @@ pub(crate) async fn dashboard(
             .into_iter()
             .map(|o| (o.outcome, o.attempts))
             .collect(),
-        total_tasks: totals.tasks,
-        total_events: totals.events,
-        total_cost: format!("{} {}", money(total_cost, 6), common_currency(config)).trim_end().to_owned(),
+        total_tasks,
+        total_attempts,
+        total_cost: format!("{} {}", money(total_cost, 6), common_currency(config))
+            .trim_end()
+            .to_owned(),
         config_version: config.version.chars().take(12).collect(),
     };
     page.render()

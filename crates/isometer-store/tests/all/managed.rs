@@ -53,14 +53,33 @@ async fn a_managed_server_serves_then_stops_without_a_trace() {
 }
 
 #[test]
-fn a_server_that_cannot_start_is_reported_with_its_log() {
+fn a_second_server_on_the_same_directory_is_refused_with_its_log() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // A file where the data directory should be makes the server fail at start-up.
-    std::fs::write(dir.path().join("data"), "not a directory").expect("write");
-    let err = ManagedClickHouse::start(&ServerOptions::new(dir.path())).expect_err("must fail");
+    let mut first =
+        ManagedClickHouse::start(&ServerOptions::new(dir.path())).expect("first server starts");
+    let err =
+        ManagedClickHouse::start(&ServerOptions::new(dir.path())).expect_err("second must fail");
     let text = err.to_string();
     assert!(
-        text.contains("ClickHouse directory") || text.contains("did not become ready"),
+        text.contains("did not become ready") && text.contains("exited during start-up"),
         "{text}"
     );
+    assert!(
+        text.contains("Another server instance in same directory"),
+        "the log tail explains why: {text}"
+    );
+    assert!(ping_ok(&first.url()), "the first server is unharmed");
+    first.stop();
+}
+
+fn ping_ok(url: &str) -> bool {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = stream.write_all(b"GET /ping HTTP/1.0\r\n\r\n");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.ends_with("Ok.\n")
 }
