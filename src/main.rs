@@ -25,7 +25,8 @@ struct Cli {
     /// Use this ClickHouse server (HTTP URL) instead of starting one.
     #[arg(long, global = true, env = "ISOMETER_CLICKHOUSE_URL")]
     clickhouse_url: Option<String>,
-    /// ClickHouse database (default: `isometer`; `isometer_demo` for the demo).
+    /// ClickHouse database of `serve` and `migrate` (default `isometer`); the demo always
+    /// uses its own, `isometer_demo`.
     #[arg(long, global = true, env = "ISOMETER_DATABASE")]
     database: Option<String>,
     #[command(subcommand)]

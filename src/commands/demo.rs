@@ -12,9 +12,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The demo's own database, dropped and recreated on every run. Never configurable, so
+/// the demo cannot drop anything else.
+const DEMO_DATABASE: &str = "isometer_demo";
+
 pub(crate) async fn demo(cli: &Cli, args: &DemoArgs, url: &str) -> anyhow::Result<ExitCode> {
-    let database = super::database(cli, "isometer_demo")?;
-    let store = Store::open_fresh(url, &database).await?;
+    let database = DEMO_DATABASE;
+    let store = Store::open_fresh(url, database).await?;
     store.migrate().await.context("migrating")?;
     let config = Arc::new(Config::load(&cli.config)?);
     let clock = Arc::new(ManualClock::new(SystemClock.now()));
@@ -44,9 +48,12 @@ pub(crate) async fn demo(cli: &Cli, args: &DemoArgs, url: &str) -> anyhow::Resul
     };
     let summary = tokio::select! {
         s = workload::run(&gateway, &clock, options, progress) => s?,
-        () = super::shutdown_signal() => anyhow::bail!("interrupted"),
+        () = super::shutdown_signal() => {
+            super::flush_before_exit(&gateway).await?;
+            anyhow::bail!("interrupted");
+        }
     };
-    gateway.flush().await?;
+    super::flush_before_exit(&gateway).await?;
     let totals = store.totals().await?;
 
     let mut out = std::io::stdout().lock();

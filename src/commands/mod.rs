@@ -20,7 +20,7 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate => {
             let (_server, url) = clickhouse(&cli)?;
             runtime.block_on(async {
-                let store = Store::open(&url, &database(&cli, "isometer")?).await?;
+                let store = Store::open(&url, &database(&cli)?).await?;
                 let report = store.migrate().await?;
                 for name in &report.applied {
                     println!("applied {name}");
@@ -50,12 +50,26 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
     Ok(Settings::load(&cli.config)?)
 }
 
-fn database(cli: &Cli, default: &str) -> anyhow::Result<String> {
+/// The database of `serve` and `migrate`.
+fn database(cli: &Cli) -> anyhow::Result<String> {
     Ok(cli
         .database
         .clone()
-        .or(settings(cli)?.database.filter(|_| default == "isometer"))
-        .unwrap_or_else(|| default.to_owned()))
+        .or(settings(cli)?.database)
+        .unwrap_or_else(|| "isometer".to_owned()))
+}
+
+/// How long a shutdown waits for queued usage to reach ClickHouse.
+const FLUSH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Flushes the gateway's queued usage, giving up after [`FLUSH_DEADLINE`].
+async fn flush_before_exit(gateway: &isometer_gateway::Gateway) -> anyhow::Result<()> {
+    match tokio::time::timeout(FLUSH_DEADLINE, gateway.flush()).await {
+        Ok(result) => Ok(result?),
+        Err(_) => anyhow::bail!(
+            "ClickHouse did not take the queued usage within {FLUSH_DEADLINE:?}; rows still queued were not written"
+        ),
+    }
 }
 
 /// The ClickHouse to use: the configured URL, or a server started here and owned by the

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 pub(crate) async fn serve(cli: &Cli, args: &ServeArgs, url: &str) -> anyhow::Result<ExitCode> {
-    let store = Store::open(url, &super::database(cli, "isometer")?).await?;
+    let store = Store::open(url, &super::database(cli)?).await?;
     store.migrate().await.context("migrating")?;
     let config = Arc::new(Config::load(&cli.config)?);
     let gateway = Gateway::new(
@@ -40,6 +40,5 @@ pub(crate) async fn serve_until_signal(
     });
     println!("serving the dashboard at http://{addr}/ (Ctrl-C to stop)");
     isometer_web::serve(listener, router, super::shutdown_signal()).await?;
-    gateway.flush().await?;
-    Ok(())
+    super::flush_before_exit(&gateway).await
 }

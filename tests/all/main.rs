@@ -24,21 +24,7 @@ pub(crate) fn config_dir() -> PathBuf {
     isometer_testkit::workspace_root().join("config")
 }
 
-/// Whether a live (not zombie) process has `needle` in its command line.
-pub(crate) fn process_running_with(needle: &str) -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    entries.flatten().any(|entry| {
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let zombie = stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z'));
-        !zombie && String::from_utf8_lossy(&cmdline).contains(needle)
-    })
-}
+pub(crate) use isometer_testkit::process_running_with;
 
 /// The managed server's config path for a data dir: what its command line contains.
 pub(crate) fn server_needle(data_dir: &Path) -> String {

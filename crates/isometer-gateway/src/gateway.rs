@@ -91,42 +91,43 @@ impl Gateway {
             Some(id) => validated_id("run_id", id)?,
             None => task_id.clone(),
         };
-        let tool = self.config.tool(&request.tool_id);
+        // Checked even when unknown: a denied task is still recorded under this name.
+        let tool_id = validated_id("tool_id", request.tool_id)?;
+        let tool = self.config.tool(&tool_id);
         let use_case = match (request.use_case, tool) {
             (Some(u), _) => validated_id("use_case", u)?,
             (None, Some(tool)) => tool.default_use_case.clone(),
-            (None, None) => request.tool_id.clone(),
+            (None, None) => tool_id.clone(),
         };
         let input = serde_json::to_vec(&request.input)
             .map_err(|e| GatewayError::InvalidRequest(format!("input: {e}")))?;
 
         let started = self.clock.now();
-        let policy = tool.and_then(|_| self.config.policy_for(&request.tool_id, &tenant.tier));
-        let (report, ran, policy_id, artifact_hash) =
-            match (policy, self.artifacts.get(&request.tool_id)) {
-                (Some(policy), Some(artifact)) => {
-                    let limits = Limits {
-                        fuel: policy.max_fuel,
-                        memory_bytes: policy.max_memory_bytes,
-                        timeout: Duration::from_millis(policy.max_duration_ms),
-                        max_output_bytes: policy.max_output_bytes,
-                    };
-                    let report = self.runtime.execute(artifact, &input, &limits).await;
-                    (report, true, policy.id.clone(), artifact.hash().to_owned())
-                }
-                _ => {
-                    let detail = format!(
-                        "no policy allows tool `{}` for tier `{}`",
-                        request.tool_id, tenant.tier
-                    );
-                    (
-                        ExecutionReport::not_run(Outcome::PolicyDenied, detail),
-                        false,
-                        String::new(),
-                        String::new(),
-                    )
-                }
-            };
+        let policy = tool.and_then(|_| self.config.policy_for(&tool_id, &tenant.tier));
+        let (report, ran, policy_id, artifact_hash) = match (policy, self.artifacts.get(&tool_id)) {
+            (Some(policy), Some(artifact)) => {
+                let limits = Limits {
+                    fuel: policy.max_fuel,
+                    memory_bytes: policy.max_memory_bytes,
+                    timeout: Duration::from_millis(policy.max_duration_ms),
+                    max_output_bytes: policy.max_output_bytes,
+                };
+                let report = self.runtime.execute(artifact, &input, &limits).await;
+                (report, true, policy.id.clone(), artifact.hash().to_owned())
+            }
+            _ => {
+                let detail = format!(
+                    "no policy allows tool `{}` for tier `{}`",
+                    tool_id, tenant.tier
+                );
+                (
+                    ExecutionReport::not_run(Outcome::PolicyDenied, detail),
+                    false,
+                    String::new(),
+                    String::new(),
+                )
+            }
+        };
         let finished = started
             + TimeDelta::microseconds(i64::try_from(report.usage.wall_time_us).unwrap_or(i64::MAX));
         let cost = isometer_billing::rate(&report.usage, ran, card).total;
@@ -137,7 +138,7 @@ impl Gateway {
             task_id: task_id.clone(),
             attempt,
             tenant_id: tenant.id.clone(),
-            tool_id: request.tool_id.clone(),
+            tool_id: tool_id.clone(),
             policy_id: policy_id.clone(),
             config_version: self.config.version.clone(),
             artifact_hash: artifact_hash.clone(),
@@ -153,7 +154,7 @@ impl Gateway {
             tenant_id: tenant.id.clone(),
             tier: tenant.tier.clone(),
             use_case: use_case.clone(),
-            tool_id: request.tool_id.clone(),
+            tool_id: tool_id.clone(),
             task_id: task_id.clone(),
             run_id: run_id.clone(),
             run_class: request.run_class,
@@ -173,7 +174,7 @@ impl Gateway {
             tenant_id: tenant.id.clone(),
             tier: tenant.tier.clone(),
             use_case: use_case.clone(),
-            tool_id: request.tool_id.clone(),
+            tool_id: tool_id.clone(),
             run_id: run_id.clone(),
             run_class: request.run_class,
             outcome: report.outcome,
@@ -185,7 +186,7 @@ impl Gateway {
         Ok(TaskResponse {
             task_id,
             tenant_id: tenant.id.clone(),
-            tool_id: request.tool_id,
+            tool_id,
             use_case,
             run_id,
             run_class: request.run_class,

@@ -14,6 +14,10 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "{0} is in use by another isometer process (it holds isometer.lock there); stop it or choose another --data-dir"
+    )]
+    DirInUse(PathBuf),
     #[error("cannot start clickhouse-server: {0}")]
     Spawn(std::io::Error),
     #[error(
@@ -41,6 +45,14 @@ pub enum StoreError {
     },
     #[error("stored data is not understood: {0}")]
     Corrupt(String),
+    #[error("ClickHouse refused a batch of {rows} rows for `{table}`: {source}")]
+    BatchRefused {
+        table: String,
+        rows: usize,
+        source: clickhouse::error::Error,
+    },
+    #[error("{0} is beyond what a Decimal128(12) column holds")]
+    MoneyOutOfRange(isometer_core::Money),
     #[error("the usage writer has stopped")]
     WriterClosed,
     #[error("ClickHouse: {0}")]

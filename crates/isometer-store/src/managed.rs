@@ -47,6 +47,8 @@ pub struct ManagedClickHouse {
     stopped: Arc<Mutex<Option<ExitStatus>>>,
     // Behind a mutex only so the handle is Sync (it can live in a static).
     done: Mutex<Option<mpsc::Receiver<()>>>,
+    /// Held for the server's life; released when the handle is dropped.
+    _lock: Option<std::fs::File>,
 }
 
 impl ManagedClickHouse {
@@ -54,11 +56,17 @@ impl ManagedClickHouse {
     pub fn start(options: &ServerOptions) -> Result<Self, StoreError> {
         let binary = find_server_binary().ok_or(StoreError::ServerNotFound)?;
         let dir = prepare_dir(&options.dir)?;
+        // One owner per directory, decided before anything in it is touched: a second
+        // isometer must not rewrite the config of a server that is running.
+        let lock = lock_dir(&dir)?;
         // A free port found now may be taken before the server binds it: try again then.
         let mut last_error = None;
         for _ in 0..3 {
             match Self::start_once(&binary, &dir, options) {
-                Ok(server) => return Ok(server),
+                Ok(mut server) => {
+                    server._lock = Some(lock);
+                    return Ok(server);
+                }
                 Err(e) => last_error = Some(e),
             }
         }
@@ -104,6 +112,9 @@ impl ManagedClickHouse {
                 dir.join("config.xml").display()
             ))
             .current_dir(dir)
+            // Current releases fork a watchdog parent when not on a terminal; the server
+            // must be the process isometer signals and the kernel ties to isometer.
+            .env("CLICKHOUSE_WATCHDOG_ENABLE", "0")
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr);
@@ -130,6 +141,7 @@ impl ManagedClickHouse {
             control: Some(control_tx),
             stopped,
             done: Mutex::new(Some(done_rx)),
+            _lock: None,
         };
         if let Err(reason) = server.wait_ready(options.startup_timeout) {
             server.stop();
@@ -287,6 +299,24 @@ fn prepare_dir(dir: &Path) -> Result<PathBuf, StoreError> {
         std::fs::create_dir_all(dir.join(sub)).map_err(io)?;
     }
     dir.canonicalize().map_err(io)
+}
+
+fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
+    let path = dir.join("isometer.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| StoreError::DataDir {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::DirInUse(dir.to_owned())),
+        Err(std::fs::TryLockError::Error(source)) => Err(StoreError::DataDir { path, source }),
+    }
 }
 
 fn free_port() -> std::io::Result<u16> {

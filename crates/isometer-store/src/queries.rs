@@ -50,16 +50,17 @@ impl crate::Store {
             )
             .fetch_all()
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| TenantSummary {
-                tenant_id: r.tenant_id,
-                tasks: r.tasks,
-                successful: r.successful,
-                attempts: r.attempts,
-                cost: money_from_i128(r.cost),
+        rows.into_iter()
+            .map(|r| {
+                Ok(TenantSummary {
+                    cost: money_from_i128(r.cost)?,
+                    tenant_id: r.tenant_id,
+                    tasks: r.tasks,
+                    successful: r.successful,
+                    attempts: r.attempts,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Attempts per outcome, most frequent first.
@@ -79,9 +80,7 @@ impl crate::Store {
             .bind(task_id)
             .fetch_all()
             .await?;
-        rows.into_iter()
-            .map(|r| r.into_event().map_err(StoreError::Corrupt))
-            .collect()
+        rows.into_iter().map(EventRow::into_event).collect()
     }
 
     /// Rows in `usage_events` and in `tasks`, and the distinct tenants and tools seen.

@@ -1,6 +1,7 @@
 //! Row layouts of the tables, in RowBinary order, and their conversion from and to the core
 //! types. Money crosses as `Decimal128(12)`: an i128 of millionths of millionths.
 
+use crate::error::StoreError;
 use chrono::{DateTime, NaiveDate, Utc};
 use isometer_core::{Money, Outcome, RunClass, TaskRecord, Usage, UsageEvent};
 use serde::{Deserialize, Serialize};
@@ -8,19 +9,28 @@ use serde::{Deserialize, Serialize};
 /// Decimal places of every money column.
 pub(crate) const MONEY_SCALE: u32 = 12;
 
-pub(crate) fn money_to_i128(m: Money) -> i128 {
-    let mut m = m.round_dp_with_strategy(
+/// `m` in units of 10^-12, rounded half away from zero; refused when the column cannot
+/// hold it (Decimal128(12) keeps 38 digits).
+pub(crate) fn money_to_i128(m: Money) -> Result<i128, StoreError> {
+    let rounded = m.round_dp_with_strategy(
         MONEY_SCALE,
         rust_decimal::RoundingStrategy::MidpointAwayFromZero,
     );
-    m.rescale(MONEY_SCALE);
-    m.mantissa()
+    10_i128
+        .checked_pow(MONEY_SCALE - rounded.scale())
+        .and_then(|factor| rounded.mantissa().checked_mul(factor))
+        .filter(|units| units.unsigned_abs() < 10_u128.pow(38))
+        .ok_or(StoreError::MoneyOutOfRange(m))
 }
 
-pub(crate) fn money_from_i128(v: i128) -> Money {
-    // A sum too large for Decimal's 96 bits saturates rather than panics; it would take
-    // ~79 billion billion currency units to get there.
-    Money::try_from_i128_with_scale(v, MONEY_SCALE).unwrap_or(Money::MAX)
+/// A `Decimal128(12)` value read back; one beyond `Decimal`'s 28 digits is an error,
+/// never a silently wrong number.
+pub(crate) fn money_from_i128(v: i128) -> Result<Money, StoreError> {
+    Money::try_from_i128_with_scale(v, MONEY_SCALE).map_err(|_| {
+        StoreError::Corrupt(format!(
+            "a money value of {v}e-12 exceeds 28 significant digits"
+        ))
+    })
 }
 
 fn days_since_epoch(t: DateTime<Utc>) -> u16 {
@@ -67,9 +77,11 @@ pub(crate) struct EventRow {
     cost: i128,
 }
 
-impl From<&UsageEvent> for EventRow {
-    fn from(e: &UsageEvent) -> Self {
-        EventRow {
+impl TryFrom<&UsageEvent> for EventRow {
+    type Error = StoreError;
+
+    fn try_from(e: &UsageEvent) -> Result<Self, StoreError> {
+        Ok(EventRow {
             event_id: e.event_id.clone(),
             event_date: days_since_epoch(e.time),
             event_time: epoch_seconds(e.time),
@@ -92,23 +104,25 @@ impl From<&UsageEvent> for EventRow {
             policy_id: e.policy_id.clone(),
             artifact_hash: e.artifact_hash.clone(),
             rate_card_version: e.rate_card_version.clone(),
-            cost: money_to_i128(e.cost),
-        }
+            cost: money_to_i128(e.cost)?,
+        })
     }
 }
 
 impl EventRow {
     /// Back to the core type; a word the core does not know fails with the column named.
-    pub(crate) fn into_event(self) -> Result<UsageEvent, String> {
+    pub(crate) fn into_event(self) -> Result<UsageEvent, StoreError> {
+        let corrupt =
+            |column: &str, e: String| StoreError::Corrupt(format!("usage_events.{column}: {e}"));
         Ok(UsageEvent {
             outcome: self
                 .outcome
                 .parse::<Outcome>()
-                .map_err(|e| format!("usage_events.outcome: {e}"))?,
+                .map_err(|e| corrupt("outcome", e.to_string()))?,
             run_class: self
                 .run_class
                 .parse::<RunClass>()
-                .map_err(|e| format!("usage_events.run_class: {e}"))?,
+                .map_err(|e| corrupt("run_class", e))?,
             event_id: self.event_id,
             time: from_millis(self.ts_ms),
             tenant_id: self.tenant_id,
@@ -129,7 +143,7 @@ impl EventRow {
             policy_id: self.policy_id,
             artifact_hash: self.artifact_hash,
             rate_card_version: self.rate_card_version,
-            cost: money_from_i128(self.cost),
+            cost: money_from_i128(self.cost)?,
         })
     }
 }
@@ -151,9 +165,11 @@ pub(crate) struct TaskRow {
     total_cost: i128,
 }
 
-impl From<&TaskRecord> for TaskRow {
-    fn from(t: &TaskRecord) -> Self {
-        TaskRow {
+impl TryFrom<&TaskRecord> for TaskRow {
+    type Error = StoreError;
+
+    fn try_from(t: &TaskRecord) -> Result<Self, StoreError> {
+        Ok(TaskRow {
             task_id: t.task_id.clone(),
             submitted_date: days_since_epoch(t.submitted),
             submitted_ms: millis(t.submitted),
@@ -166,8 +182,8 @@ impl From<&TaskRecord> for TaskRow {
             run_class: t.run_class.as_str().to_owned(),
             outcome: t.outcome.as_str().to_owned(),
             attempts: t.attempts,
-            total_cost: money_to_i128(t.total_cost),
-        }
+            total_cost: money_to_i128(t.total_cost)?,
+        })
     }
 }
 
@@ -190,12 +206,28 @@ mod tests {
         ];
         for (text, raw) in cases {
             let m = Money::from_str(text).expect("decimal");
-            assert_eq!(money_to_i128(m), raw, "{text}");
+            assert_eq!(money_to_i128(m).expect("in range"), raw, "{text}");
         }
         assert_eq!(
-            money_from_i128(1_500_000_000_000).to_string(),
+            money_from_i128(1_500_000_000_000)
+                .expect("in range")
+                .to_string(),
             "1.500000000000"
         );
+    }
+
+    #[test]
+    fn money_out_of_range_is_refused_not_corrupted() {
+        // 10^20 at 12 places needs 33 digits: the column holds it, and the conversion is
+        // exact even though Decimal itself cannot carry 12 places at that size.
+        let big = Money::from_str("100000000000000000000").expect("decimal");
+        let units = 100_000_000_000_000_000_000_i128 * 1_000_000_000_000;
+        assert_eq!(money_to_i128(big).expect("fits the column"), units);
+        assert_eq!(money_to_i128(-big).expect("fits the column"), -units);
+        // Money::MAX has 29 integer digits: 29 + 12 > 38.
+        assert!(money_to_i128(Money::MAX).is_err());
+        assert!(money_from_i128(i128::MAX).is_err());
+        assert!(money_from_i128(i128::MIN).is_err());
     }
 
     #[test]

@@ -127,6 +127,23 @@ fn build_guests() -> anyhow::Result<PathBuf> {
     Ok(guest_dir())
 }
 
+/// Whether a live process (not a zombie waiting to be reaped) has `needle` in its command
+/// line: how tests check that no server outlived its owner.
+pub fn process_running_with(needle: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'));
+        !zombie && String::from_utf8_lossy(&cmdline).contains(needle)
+    })
+}
+
 /// Polls `probe` until it returns `Some`, or fails after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: std::time::Duration, mut probe: F) -> anyhow::Result<T>
 where

@@ -1,24 +1,8 @@
 //! The managed server starts on loopback, answers, and leaves no process behind.
 
-use isometer_store::{ManagedClickHouse, ServerOptions, Store};
+use isometer_store::{ManagedClickHouse, ServerOptions, Store, StoreError};
+use isometer_testkit::process_running_with;
 use std::path::Path;
-
-/// Whether any process runs with `needle` in its command line.
-pub(crate) fn process_running_with(needle: &str) -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    entries.flatten().any(|entry| {
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let state = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        // A zombie has ended; it only waits to be reaped by its parent.
-        let zombie = state
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z'));
-        !zombie && String::from_utf8_lossy(&cmdline).contains(needle)
-    })
-}
 
 #[tokio::test]
 async fn a_managed_server_serves_then_stops_without_a_trace() {
@@ -53,23 +37,32 @@ async fn a_managed_server_serves_then_stops_without_a_trace() {
 }
 
 #[test]
-fn a_second_server_on_the_same_directory_is_refused_with_its_log() {
+fn a_second_server_on_the_same_directory_is_refused_before_touching_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut first =
         ManagedClickHouse::start(&ServerOptions::new(dir.path())).expect("first server starts");
-    let err =
-        ManagedClickHouse::start(&ServerOptions::new(dir.path())).expect_err("second must fail");
-    let text = err.to_string();
+    let config_before = std::fs::read_to_string(first.dir().join("config.xml")).expect("config");
+
+    let err = ManagedClickHouse::start(&ServerOptions::new(dir.path())).expect_err("second fails");
+    assert!(matches!(err, StoreError::DirInUse(_)), "{err}");
     assert!(
-        text.contains("did not become ready") && text.contains("exited during start-up"),
-        "{text}"
+        err.to_string()
+            .contains("in use by another isometer process"),
+        "{err}"
     );
-    assert!(
-        text.contains("Another server instance in same directory"),
-        "the log tail explains why: {text}"
+    let config_after = std::fs::read_to_string(first.dir().join("config.xml")).expect("config");
+    assert_eq!(
+        config_before, config_after,
+        "the running server's config is untouched"
     );
     assert!(ping_ok(&first.url()), "the first server is unharmed");
+
     first.stop();
+    drop(first);
+    // Once the first owner is gone, the directory is free again.
+    let mut again = ManagedClickHouse::start(&ServerOptions::new(dir.path())).expect("restarts");
+    assert!(ping_ok(&again.url()));
+    again.stop();
 }
 
 fn ping_ok(url: &str) -> bool {

@@ -137,3 +137,42 @@ async fn rows_wait_for_the_batch_delay_not_for_a_full_batch() {
     .expect("the row arrives without a flush");
     assert_eq!(seen, events);
 }
+
+#[tokio::test]
+async fn a_batch_the_server_refuses_is_reported_by_flush_not_retried_forever() {
+    // No migrations: the tables do not exist, so every insert is refused.
+    let store = isometer_testkit::empty_database().await;
+    let writer = store.writer(WriterOptions::default());
+    let events = vec![event("refused", "acme", 1, Outcome::Success, "0.01")];
+    writer
+        .record(events.clone(), task("refused", "acme", &events))
+        .await
+        .expect("queued");
+    let flushed = tokio::time::timeout(std::time::Duration::from_secs(30), writer.flush())
+        .await
+        .expect("flush answers within its retry budget");
+    match flushed {
+        Err(isometer_store::StoreError::BatchRefused { table, rows, .. }) => {
+            assert_eq!((table.as_str(), rows), ("usage_events", 1));
+        }
+        other => panic!("expected BatchRefused, got {other:?}"),
+    }
+    // The failure is reported once; the writer goes on working.
+    assert!(writer.flush().await.is_ok());
+}
+
+#[tokio::test]
+async fn money_beyond_the_column_is_refused_before_it_is_queued() {
+    let store = isometer_testkit::database().await;
+    let writer = store.writer(WriterOptions::default());
+    let mut events = vec![event("huge", "acme", 1, Outcome::Success, "0")];
+    events[0].cost = Money::MAX;
+    let err = writer
+        .record(events.clone(), task("huge", "acme", &events))
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(err, isometer_store::StoreError::MoneyOutOfRange(_)),
+        "{err}"
+    );
+}

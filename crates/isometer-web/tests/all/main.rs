@@ -56,6 +56,14 @@ async fn call(router: &Router, request: Request<Body>) -> (StatusCode, Vec<u8>) 
     (status, body)
 }
 
+async fn get(router: &Router, path: &str) -> (StatusCode, Vec<u8>) {
+    call(
+        router,
+        Request::get(path).body(Body::empty()).expect("request"),
+    )
+    .await
+}
+
 fn post_task(body: &Value) -> Request<Body> {
     Request::post("/v1/tasks")
         .header("content-type", "application/json")
@@ -181,6 +189,10 @@ async fn bad_requests_get_400_with_a_reason_and_record_nothing() {
             Body::from(json!({"tenant_id": "acme", "tool": "summarize"}).to_string()),
             "unknown field",
         ),
+        (
+            Body::from(json!({"tenant_id": "acme", "tool_id": "<script>"}).to_string()),
+            "tool_id must be",
+        ),
     ];
     for (body, words) in cases {
         let request = Request::post("/v1/tasks")
@@ -199,11 +211,7 @@ async fn bad_requests_get_400_with_a_reason_and_record_nothing() {
 #[tokio::test]
 async fn the_dashboard_shows_task_counts_and_cost_per_tenant_from_clickhouse() {
     let (router, _store, gateway) = app().await;
-    let (status, body) = call(
-        &router,
-        Request::get("/").body(Body::empty()).expect("request"),
-    )
-    .await;
+    let (status, body) = get(&router, "/").await;
     assert_eq!(status, StatusCode::OK);
     assert!(String::from_utf8_lossy(&body).contains("No tasks recorded yet"));
 
@@ -213,11 +221,7 @@ async fn the_dashboard_shows_task_counts_and_cost_per_tenant_from_clickhouse() {
         assert_eq!(status, StatusCode::OK);
     }
     gateway.flush().await.expect("flush");
-    let (status, body) = call(
-        &router,
-        Request::get("/").body(Body::empty()).expect("request"),
-    )
-    .await;
+    let (status, body) = get(&router, "/").await;
     let page = String::from_utf8_lossy(&body);
     assert_eq!(status, StatusCode::OK);
     assert!(
@@ -239,13 +243,7 @@ async fn the_dashboard_shows_task_counts_and_cost_per_tenant_from_clickhouse() {
 #[tokio::test]
 async fn health_reports_the_clickhouse_version() {
     let (router, _store, _gateway) = app().await;
-    let (status, body) = call(
-        &router,
-        Request::get("/healthz")
-            .body(Body::empty())
-            .expect("request"),
-    )
-    .await;
+    let (status, body) = get(&router, "/healthz").await;
     assert_eq!(status, StatusCode::OK);
     let health: Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(health["status"], "ok");
@@ -269,24 +267,14 @@ async fn health_is_503_when_clickhouse_is_unreachable() {
         gateway,
         store: Store::new("http://127.0.0.1:9", "nowhere"),
     });
-    let (status, body) = call(
-        &router,
-        Request::get("/healthz")
-            .body(Body::empty())
-            .expect("request"),
-    )
-    .await;
+    let (status, body) = get(&router, "/healthz").await;
     assert_eq!(
         status,
         StatusCode::SERVICE_UNAVAILABLE,
         "{}",
         String::from_utf8_lossy(&body)
     );
-    let (status, body) = call(
-        &router,
-        Request::get("/").body(Body::empty()).expect("request"),
-    )
-    .await;
+    let (status, body) = get(&router, "/").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(
         !String::from_utf8_lossy(&body).contains("127.0.0.1:9"),
