@@ -96,6 +96,7 @@ mod tests {
                 wall_time_us: wall,
                 egress_bytes: egress,
                 output_bytes: 0,
+                ..Usage::default()
             };
             assert_eq!(rate(&usage, true, &card()).total, d(want), "{usage:?}");
         }

@@ -8,7 +8,7 @@ use isometer_core::{Outcome, Usage};
 use serde::{Deserialize, Serialize};
 
 /// Version of the manifest layout; bumped whenever a field is added, removed or renamed.
-pub const MANIFEST_VERSION: u32 = 1;
+pub const MANIFEST_VERSION: u32 = 2;
 
 /// What one attempt ran, under which policy, on which input, and what came of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +69,9 @@ mod tests {
                 wall_time_us: 7,
                 egress_bytes: 0,
                 output_bytes: 2,
+                cpu_time_us: 6,
+                instantiate_us: 3,
+                egress_requests: 0,
             },
             started_ms: 1_700_000_000_000,
         }
@@ -79,7 +82,7 @@ mod tests {
         let text = String::from_utf8(manifest().canonical_bytes().expect("encode")).expect("utf-8");
         assert_eq!(
             text,
-            r#"{"manifest_version":1,"task_id":"t1","attempt":1,"tenant_id":"acme","tool_id":"summarize","policy_id":"summarize/standard","config_version":"c","artifact_hash":"a","input_hash":"i","output_hash":"o","outcome":"success","usage":{"fuel":10,"peak_memory_bytes":65536,"wall_time_us":7,"egress_bytes":0,"output_bytes":2},"started_ms":1700000000000}"#
+            r#"{"manifest_version":2,"task_id":"t1","attempt":1,"tenant_id":"acme","tool_id":"summarize","policy_id":"summarize/standard","config_version":"c","artifact_hash":"a","input_hash":"i","output_hash":"o","outcome":"success","usage":{"fuel":10,"peak_memory_bytes":65536,"wall_time_us":7,"cpu_time_us":6,"instantiate_us":3,"egress_bytes":0,"egress_requests":0,"output_bytes":2},"started_ms":1700000000000}"#
         );
     }
 

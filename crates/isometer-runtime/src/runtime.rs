@@ -5,9 +5,13 @@ use crate::limits::{Limits, MeteredLimiter};
 use crate::output::{CappedOutput, OutputBudget};
 use crate::report::ExecutionReport;
 use isometer_core::{Outcome, Usage, sha256_hex};
+use nix::time::{ClockId, clock_gettime};
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use wasmtime::{Config, Engine, InstancePre, Linker, Module, Store, Trap};
 use wasmtime_wasi::I32Exit;
@@ -145,13 +149,17 @@ impl Runtime {
         store.set_epoch_deadline(deadline_ticks(limits.timeout));
         store.epoch_deadline_trap();
 
-        let result = {
+        let mut instantiate = Duration::ZERO;
+        let (result, cpu) = {
             let run = async {
-                let instance = artifact.pre.instantiate_async(&mut store).await?;
+                let t = Instant::now();
+                let instance = artifact.pre.instantiate_async(&mut store).await;
+                instantiate = t.elapsed();
+                let instance = instance?;
                 let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
                 start.call_async(&mut store, ()).await
             };
-            tokio::time::timeout(limits.timeout + DEADLINE_GRACE, run).await
+            CpuMetered::new(tokio::time::timeout(limits.timeout + DEADLINE_GRACE, run)).await
         };
 
         let fuel_left = store.get_fuel().unwrap_or(0);
@@ -166,8 +174,11 @@ impl Runtime {
             usage: Usage {
                 fuel: limits.fuel.saturating_sub(fuel_left),
                 peak_memory_bytes: limiter.peak_memory as u64,
-                wall_time_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                wall_time_us: micros(started.elapsed()),
+                cpu_time_us: micros(cpu),
+                instantiate_us: micros(instantiate),
                 egress_bytes: 0,
+                egress_requests: 0,
                 output_bytes: (stdout.len() + stderr.len()) as u64,
             },
             stdout,
@@ -175,6 +186,44 @@ impl Runtime {
             detail,
         }
     }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Adds up the CPU time of the thread that polls the inner future, over every poll: an
+/// async attempt may move between executor threads and is still measured whole.
+struct CpuMetered<F> {
+    inner: Pin<Box<F>>,
+    spent: Duration,
+}
+
+impl<F: Future> CpuMetered<F> {
+    fn new(inner: F) -> Self {
+        CpuMetered {
+            inner: Box::pin(inner),
+            spent: Duration::ZERO,
+        }
+    }
+}
+
+impl<F: Future> Future for CpuMetered<F> {
+    type Output = (F::Output, Duration);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let before = thread_cpu_time();
+        let polled = self.inner.as_mut().poll(cx);
+        let spent = thread_cpu_time().saturating_sub(before);
+        self.spent += spent;
+        polled.map(|output| (output, self.spent))
+    }
+}
+
+fn thread_cpu_time() -> Duration {
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(Duration::from)
+        .unwrap_or_default()
 }
 
 fn deadline_ticks(timeout: Duration) -> u64 {

@@ -57,6 +57,27 @@ async fn success_captures_stdout_and_meters() {
     );
     assert_eq!(report.usage.peak_memory_bytes, 65536);
     assert_eq!(report.usage.output_bytes, 5);
+    assert!(report.usage.instantiate_us > 0, "{:?}", report.usage);
+    assert!(report.usage.instantiate_us <= report.usage.wall_time_us);
+}
+
+#[tokio::test]
+async fn cpu_time_follows_a_busy_guest() {
+    let report = run(
+        INFINITE_LOOP,
+        Limits {
+            fuel: 200_000_000,
+            ..limits()
+        },
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::FuelExhausted);
+    let (cpu, wall) = (report.usage.cpu_time_us, report.usage.wall_time_us);
+    // A guest that only computes spends its wall time on the CPU.
+    assert!(
+        cpu * 10 >= wall * 7 && cpu <= wall + 1_000,
+        "cpu {cpu} µs, wall {wall} µs"
+    );
 }
 
 #[tokio::test]
@@ -129,5 +150,99 @@ fn modules_that_are_not_commands_are_refused() {
             .expect_err("must be refused")
             .to_string();
         assert!(err.contains(expect), "{err}");
+    }
+}
+
+/// Recursion without end.
+const DEEP_RECURSION: &str = r#"(module
+  (func $down (param i64) (result i64) (call $down (i64.add (local.get 0) (i64.const 1))))
+  (func (export "_start") (drop (call $down (i64.const 0)))))"#;
+
+/// Writes the same 8 KiB to stdout forever.
+const STDOUT_FLOOD: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 64))
+    (i32.store (i32.const 4) (i32.const 8192))
+    (loop $l
+      (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+      (br $l))))"#;
+
+/// Declares 64 MiB of initial memory and a data segment at its far end.
+const HUGE_INITIAL_MEMORY: &str = r#"(module
+  (memory 1024)
+  (data (i32.const 67108000) "far away")
+  (func (export "_start")))"#;
+
+/// Every hostile guest is contained with its outcome, within its limit plus a small slack,
+/// and the runtime that ran it still runs a trivial task normally afterwards.
+#[tokio::test]
+async fn hostile_guests_are_contained_and_the_host_stays_healthy() {
+    /// How far past its deadline an attempt may end: one epoch tick, the async grace and
+    /// scheduling on a loaded 2-core machine.
+    const SLACK: Duration = Duration::from_millis(100);
+    let runtime = Runtime::new().expect("runtime");
+    let trivial = runtime
+        .load(echo_and_exit("ok", 0).as_bytes())
+        .expect("trivial");
+    let tight = Limits {
+        fuel: u64::MAX / 2,
+        memory_bytes: 4 << 20,
+        timeout: Duration::from_millis(250),
+        max_output_bytes: 64 * 1024,
+    };
+    let cases: [(&str, &str, Limits, Outcome); 6] = [
+        (
+            "infinite loop, fuel",
+            INFINITE_LOOP,
+            Limits {
+                fuel: 20_000_000,
+                ..tight
+            },
+            Outcome::FuelExhausted,
+        ),
+        (
+            "infinite loop, deadline",
+            INFINITE_LOOP,
+            tight,
+            Outcome::TimedOut,
+        ),
+        (
+            "memory growth bomb",
+            GROW_FOREVER,
+            tight,
+            Outcome::MemoryExceeded,
+        ),
+        (
+            "huge initial memory",
+            HUGE_INITIAL_MEMORY,
+            tight,
+            Outcome::MemoryExceeded,
+        ),
+        ("deep recursion", DEEP_RECURSION, tight, Outcome::Trapped),
+        ("stdout flood", STDOUT_FLOOD, tight, Outcome::OutputExceeded),
+    ];
+    for (name, wat, limits, expected) in cases {
+        let artifact = runtime.load(wat.as_bytes()).expect(name);
+        let report = runtime.execute(&artifact, b"", &limits).await;
+        assert_eq!(report.outcome, expected, "{name}: {:?}", report.detail);
+        let wall = Duration::from_micros(report.usage.wall_time_us);
+        assert!(wall <= limits.timeout + SLACK, "{name} ran {wall:?}");
+        assert!(
+            report.usage.peak_memory_bytes <= limits.memory_bytes,
+            "{name}"
+        );
+        assert!(
+            report.usage.output_bytes <= limits.max_output_bytes,
+            "{name}"
+        );
+
+        let after = runtime.execute(&trivial, b"", &limits).await;
+        assert_eq!(
+            (after.outcome, after.stdout.as_slice()),
+            (Outcome::Success, &b"ok"[..]),
+            "after {name}"
+        );
     }
 }
