@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what isometer needs on Debian that is missing: clickhouse-server, the
-# wasm32-wasip1 Rust target, rustfmt and clippy. Does nothing when all are present.
+# wasm32-wasip1 Rust target, rustfmt and clippy; with the argument `bench`, also
+# bubblewrap (the benchmarks' sandbox peer). Does nothing when all are present.
 set -euo pipefail
 
 as_root() {
@@ -35,4 +36,10 @@ if command -v rustup >/dev/null; then
       rustup component add "$component"
     fi
   done
+fi
+
+if [ "${1:-}" = bench ] && ! command -v bwrap >/dev/null; then
+  echo "install-deps: installing bubblewrap (apt)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
 fi

@@ -27,4 +27,4 @@ mod runtime;
 pub use error::RuntimeError;
 pub use limits::Limits;
 pub use report::ExecutionReport;
-pub use runtime::{Artifact, Runtime};
+pub use runtime::{Artifact, Runtime, RuntimeOptions};

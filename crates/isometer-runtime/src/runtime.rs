@@ -41,6 +41,7 @@ pub struct Runtime {
     linker: Linker<AttemptState>,
     /// Stops advancing the epoch when the runtime is dropped.
     _ticker: EpochTicker,
+    fuel_metering: bool,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -71,10 +72,32 @@ impl Artifact {
     }
 }
 
+/// How the engine is built.
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeOptions {
+    /// Count fuel (CPU metering and the fuel limit). Always on in production; off only to
+    /// measure what metering itself costs.
+    pub fuel_metering: bool,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            fuel_metering: true,
+        }
+    }
+}
+
 impl Runtime {
     pub fn new() -> Result<Self, RuntimeError> {
+        Self::with_options(RuntimeOptions::default())
+    }
+
+    pub fn with_options(options: RuntimeOptions) -> Result<Self, RuntimeError> {
         let mut config = Config::new();
-        config.consume_fuel(true).epoch_interruption(true);
+        config
+            .consume_fuel(options.fuel_metering)
+            .epoch_interruption(true);
         let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut AttemptState| &mut s.wasi)
@@ -83,6 +106,7 @@ impl Runtime {
             _ticker: EpochTicker::start(engine.clone()),
             engine,
             linker,
+            fuel_metering: options.fuel_metering,
         })
     }
 
@@ -140,9 +164,10 @@ impl Runtime {
             },
         );
         store.limiter(|s| &mut s.limiter);
-        if let Err(e) = store
-            .set_fuel(limits.fuel)
-            .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)))
+        if self.fuel_metering
+            && let Err(e) = store
+                .set_fuel(limits.fuel)
+                .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)))
         {
             return ExecutionReport::not_run(Outcome::Trapped, format!("cannot set fuel: {e:#}"));
         }
@@ -162,7 +187,11 @@ impl Runtime {
             CpuMetered::new(tokio::time::timeout(limits.timeout + DEADLINE_GRACE, run)).await
         };
 
-        let fuel_left = store.get_fuel().unwrap_or(0);
+        let fuel_used = if self.fuel_metering {
+            limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0))
+        } else {
+            0
+        };
         let limiter = &store.data().limiter;
         let (outcome, exit_code, detail) =
             classify(result, limiter.memory_refused, budget.exceeded());
@@ -172,7 +201,7 @@ impl Runtime {
             outcome,
             exit_code,
             usage: Usage {
-                fuel: limits.fuel.saturating_sub(fuel_left),
+                fuel: fuel_used,
                 peak_memory_bytes: limiter.peak_memory as u64,
                 wall_time_us: micros(started.elapsed()),
                 cpu_time_us: micros(cpu),
