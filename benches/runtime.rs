@@ -123,16 +123,19 @@ fn main() -> anyhow::Result<()> {
         }
         Ok(best)
     };
-    let metered = busy(RuntimeOptions {
-        fuel_metering: true,
-    })?;
+    let metered = busy(RuntimeOptions::default())?;
     let unmetered = busy(RuntimeOptions {
         fuel_metering: false,
+        ..RuntimeOptions::default()
     })?;
     let fuel_overhead_ratio = metered.as_secs_f64() / unmetered.as_secs_f64();
 
-    // Memory: 10,000 attempts asleep at once.
-    let (rss_mib, in_flight_ok) = rss_with_sleepers(&runtime)?;
+    // Memory: 10,000 attempts asleep at once, in a runtime whose pool holds them all.
+    let wide = Arc::new(Runtime::with_options(RuntimeOptions {
+        max_in_flight: u32::try_from(IN_FLIGHT)? + 16,
+        ..RuntimeOptions::default()
+    })?);
+    let (rss_mib, in_flight_ok) = rss_with_sleepers(&wide)?;
 
     let micros = |d: Duration| d.as_secs_f64() * 1e6;
     let ratio_vs_sandbox = sandbox_p50.as_secs_f64() / p50.as_secs_f64();

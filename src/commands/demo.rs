@@ -16,7 +16,12 @@ use std::time::Instant;
 /// the demo cannot drop anything else.
 const DEMO_DATABASE: &str = "isometer_demo";
 
-pub(crate) async fn demo(cli: &Cli, args: &DemoArgs, url: &str) -> anyhow::Result<ExitCode> {
+pub(crate) async fn demo(
+    cli: &Cli,
+    args: &DemoArgs,
+    url: &str,
+    mut shutdown: super::Shutdown,
+) -> anyhow::Result<ExitCode> {
     let database = DEMO_DATABASE;
     let store = Store::open_fresh(url, database).await?;
     store.migrate().await.context("migrating")?;
@@ -48,7 +53,7 @@ pub(crate) async fn demo(cli: &Cli, args: &DemoArgs, url: &str) -> anyhow::Resul
     };
     let summary = tokio::select! {
         s = workload::run(&gateway, &clock, options, progress) => s?,
-        () = super::shutdown_signal() => {
+        () = shutdown.wait() => {
             super::flush_before_exit(&gateway).await?;
             anyhow::bail!("interrupted");
         }
@@ -75,7 +80,7 @@ pub(crate) async fn demo(cli: &Cli, args: &DemoArgs, url: &str) -> anyhow::Resul
     drop(out);
 
     if !args.no_serve {
-        super::serve::serve_until_signal(gateway, store, args.listen).await?;
+        super::serve::serve_until_signal(gateway, store, args.listen, shutdown).await?;
     }
     Ok(ExitCode::SUCCESS)
 }

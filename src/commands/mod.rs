@@ -9,12 +9,19 @@ use anyhow::Context;
 use isometer_policy::Settings;
 use isometer_store::{ManagedClickHouse, ServerOptions, Store};
 use std::process::ExitCode;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    // serve and demo wait for a signal to stop in order; they listen before anything else
+    // starts. The other commands keep the default action: a signal ends them at once.
+    let shutdown = || {
+        let _context = runtime.enter();
+        Shutdown::register()
+    };
     match &cli.command {
         Command::Run(args) => runtime.block_on(run::run(args)),
         Command::Migrate => {
@@ -35,12 +42,14 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Serve(args) => {
+            let shutdown = shutdown()?;
             let (_server, url) = clickhouse(&cli)?;
-            runtime.block_on(serve::serve(&cli, args, &url))
+            runtime.block_on(serve::serve(&cli, args, &url, shutdown))
         }
         Command::Demo(args) => {
+            let shutdown = shutdown()?;
             let (_server, url) = clickhouse(&cli)?;
-            runtime.block_on(demo::demo(&cli, args, &url))
+            runtime.block_on(demo::demo(&cli, args, &url, shutdown))
         }
     }
     // `_server`, when isometer started one, is stopped here as it goes out of scope.
@@ -86,28 +95,28 @@ fn clickhouse(cli: &Cli) -> anyhow::Result<(Option<ManagedClickHouse>, String)> 
     Ok((Some(server), url))
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!("cannot listen for Ctrl-C: {e}");
-            std::future::pending::<()>().await;
-        }
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!("cannot listen for SIGTERM: {e}");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+/// Ctrl-C (SIGINT) and SIGTERM, listened for from the start of the process: one that
+/// arrives before anything waits for it is kept, never lost to the default action.
+pub(crate) struct Shutdown {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Shutdown {
+    /// Must be called inside the async runtime's context.
+    fn register() -> anyhow::Result<Self> {
+        Ok(Shutdown {
+            interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+        })
     }
-    tracing::info!("shutting down");
+
+    /// Resolves at the next (or an already received) SIGINT or SIGTERM.
+    pub(crate) async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        tracing::info!("shutting down");
+    }
 }

@@ -11,7 +11,12 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-pub(crate) async fn serve(cli: &Cli, args: &ServeArgs, url: &str) -> anyhow::Result<ExitCode> {
+pub(crate) async fn serve(
+    cli: &Cli,
+    args: &ServeArgs,
+    url: &str,
+    shutdown: super::Shutdown,
+) -> anyhow::Result<ExitCode> {
     let store = Store::open(url, &super::database(cli)?).await?;
     store.migrate().await.context("migrating")?;
     let config = Arc::new(Config::load(&cli.config)?);
@@ -20,7 +25,7 @@ pub(crate) async fn serve(cli: &Cli, args: &ServeArgs, url: &str) -> anyhow::Res
         store.writer(WriterOptions::default()),
         Arc::new(SystemClock),
     )?;
-    serve_until_signal(Arc::new(gateway), store, args.listen).await?;
+    serve_until_signal(Arc::new(gateway), store, args.listen, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -29,6 +34,7 @@ pub(crate) async fn serve_until_signal(
     gateway: Arc<Gateway>,
     store: Store,
     listen: SocketAddr,
+    mut shutdown: super::Shutdown,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -39,6 +45,6 @@ pub(crate) async fn serve_until_signal(
         store,
     });
     println!("serving the dashboard at http://{addr}/ (Ctrl-C to stop)");
-    isometer_web::serve(listener, router, super::shutdown_signal()).await?;
+    isometer_web::serve(listener, router, async move { shutdown.wait().await }).await?;
     super::flush_before_exit(&gateway).await
 }

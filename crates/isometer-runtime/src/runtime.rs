@@ -13,7 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use wasmtime::{Config, Engine, InstancePre, Linker, Module, Store, Trap};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    PoolConcurrencyLimitError, PoolingAllocationConfig, Store, Trap,
+};
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -25,6 +28,15 @@ const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// A running guest yields to the async executor after this much fuel, so one busy guest
 /// never holds an executor thread for long.
 const FUEL_YIELD_INTERVAL: u64 = 1_000_000;
+
+/// Bytes at the start of each pooled memory, table and stack that are reset in place
+/// between attempts instead of being decommitted. Measured with `make bench SUITE=runtime`
+/// on 2 cores: 64 KiB beat 0, 16 KiB, 256 KiB and 2 MiB on throughput at equal latency.
+const KEEP_RESIDENT: usize = 64 << 10;
+
+/// Freed slots decommitted together, in one pass. Larger batches raise throughput but the
+/// attempt that pays for the batch sets p99: 8 kept p99 near 35 µs where 64 gave 58 µs.
+const DECOMMIT_BATCH: usize = 8;
 
 /// Extra time the host waits past the deadline for a guest blocked outside wasm code.
 const DEADLINE_GRACE: Duration = Duration::from_millis(50);
@@ -78,12 +90,19 @@ pub struct RuntimeOptions {
     /// Count fuel (CPU metering and the fuel limit). Always on in production; off only to
     /// measure what metering itself costs.
     pub fuel_metering: bool,
+    /// Attempts that may be instantiated at once: the size of the pre-allocated pool of
+    /// instances, memories, tables and async stacks. One more is `throttled`.
+    pub max_in_flight: u32,
+    /// The largest linear memory any attempt may reach (a policy may allow less, not more).
+    pub max_memory_bytes: u64,
 }
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
         RuntimeOptions {
             fuel_metering: true,
+            max_in_flight: 1_000,
+            max_memory_bytes: 4 << 30,
         }
     }
 }
@@ -94,8 +113,25 @@ impl Runtime {
     }
 
     pub fn with_options(options: RuntimeOptions) -> Result<Self, RuntimeError> {
+        // Instances, memories, tables and fiber stacks come from a pool reserved once, so
+        // an attempt costs no mmap/munmap of its own; memories start as copy-on-write
+        // images of the module's data.
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_core_instances(options.max_in_flight)
+            .total_memories(options.max_in_flight)
+            .total_tables(options.max_in_flight)
+            .total_stacks(options.max_in_flight)
+            .max_memory_size(usize::try_from(options.max_memory_bytes).unwrap_or(usize::MAX))
+            // Reset the first pages of a slot with memset rather than returning them to the
+            // kernel: a decommit per attempt costs cross-CPU TLB shootdowns on every core.
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(KEEP_RESIDENT)
+            .async_stack_keep_resident(KEEP_RESIDENT)
+            .decommit_batch_size(DECOMMIT_BATCH);
         let mut config = Config::new();
         config
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .memory_init_cow(true)
             .consume_fuel(options.fuel_metering)
             .epoch_interruption(true);
         let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
@@ -300,6 +336,9 @@ fn classify(
         };
     }
     let detail = Some(format!("{error:#}"));
+    if error.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
+        return (Outcome::Throttled, None, detail);
+    }
     if memory_refused {
         return (Outcome::MemoryExceeded, None, detail);
     }

@@ -246,3 +246,42 @@ async fn hostile_guests_are_contained_and_the_host_stays_healthy() {
         );
     }
 }
+
+/// Sleeps 300 ms in WASI `poll_oneoff`, holding its instance slot.
+const SLEEPER: &str = r#"(module
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (i32.store (i32.const 16) (i32.const 1))
+    (i64.store (i32.const 24) (i64.const 300000000))
+    (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_beyond_the_pool_are_throttled_and_the_pool_recovers() {
+    let runtime = std::sync::Arc::new(
+        Runtime::with_options(isometer_runtime::RuntimeOptions {
+            max_in_flight: 2,
+            ..Default::default()
+        })
+        .expect("runtime"),
+    );
+    let sleeper = runtime.load(SLEEPER.as_bytes()).expect("sleeper");
+    let holders: Vec<_> = (0..2)
+        .map(|_| {
+            let (runtime, sleeper) = (runtime.clone(), sleeper.clone());
+            tokio::spawn(async move { runtime.execute(&sleeper, b"", &limits()).await })
+        })
+        .collect();
+    // Both slots are taken while the sleepers sleep.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let trivial = runtime
+        .load(echo_and_exit("ok", 0).as_bytes())
+        .expect("trivial");
+    let third = runtime.execute(&trivial, b"", &limits()).await;
+    assert_eq!(third.outcome, Outcome::Throttled, "{:?}", third.detail);
+    for holder in holders {
+        assert_eq!(holder.await.expect("joined").outcome, Outcome::Success);
+    }
+    let after = runtime.execute(&trivial, b"", &limits()).await;
+    assert_eq!(after.outcome, Outcome::Success, "{:?}", after.detail);
+}
