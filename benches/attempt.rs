@@ -5,6 +5,8 @@
 //! to end: isometer from instantiation to collected output, the peer from spawn to exit
 //! with its stdout read. Writes `target/bench/attempt.json`.
 
+mod common;
+
 use isometer_runtime::{Limits, Runtime};
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -17,7 +19,7 @@ const INPUT: &[u8] = br#"{"text": "Agents call tools. Tools cost money. Finance 
 fn main() -> anyhow::Result<()> {
     let root = isometer_testkit::workspace_root();
     let wasm = isometer_testkit::guest("summarize");
-    let native = build_native(&root)?;
+    let native = common::build_native(&root, "summarize")?;
 
     let runtime = Runtime::new()?;
     let artifact = runtime.load_file(&wasm)?;
@@ -80,12 +82,7 @@ fn main() -> anyhow::Result<()> {
         "peer_processes_per_s": process.per_second,
         "ratio_p50": ratio,
     });
-    let dir = root.join("target/bench");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(
-        dir.join("attempt.json"),
-        serde_json::to_string_pretty(&json)?,
-    )?;
+    common::write_json(&root, "attempt", &json)?;
     Ok(())
 }
 
@@ -122,20 +119,4 @@ fn measure(mut call: impl FnMut() -> anyhow::Result<Vec<u8>>) -> anyhow::Result<
 
 fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
-}
-
-/// The summarize guest built for the host, as the peer runs it.
-fn build_native(root: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
-    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .current_dir(root)
-        .args(["build", "--quiet", "--release", "-p", "summarize"])
-        .args([
-            "--manifest-path",
-            "guests/Cargo.toml",
-            "--target-dir",
-            "target/guests-native",
-        ])
-        .status()?;
-    anyhow::ensure!(status.success(), "building the native summarize failed");
-    Ok(root.join("target/guests-native/release/summarize"))
 }

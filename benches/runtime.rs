@@ -9,6 +9,8 @@
 //! - fuel metering's overhead on a CPU-bound guest (`busy`), metering on vs off;
 //! - process RSS with 10,000 attempts in flight, each asleep in WASI `poll_oneoff`.
 
+mod common;
+
 use isometer_runtime::{Artifact, Limits, Runtime, RuntimeOptions};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -73,7 +75,7 @@ fn main() -> anyhow::Result<()> {
         (cores * THROUGHPUT_CALLS_PER_CORE) as f64 / started.elapsed().as_secs_f64();
 
     // The peer: the same tool, native, one namespace sandbox per call.
-    let native = build_native(&root, "noop")?;
+    let native = common::build_native(&root, "noop")?;
     let mut sandbox = Vec::with_capacity(SANDBOX_CALLS);
     for _ in 0..SANDBOX_CALLS {
         let t = Instant::now();
@@ -200,12 +202,7 @@ fn main() -> anyhow::Result<()> {
         "fuel_overhead_ratio": fuel_overhead_ratio,
         "rss_mib_10k_inflight": rss_mib,
     });
-    let dir = root.join("target/bench");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(
-        dir.join("runtime.json"),
-        serde_json::to_string_pretty(&json)?,
-    )?;
+    common::write_json(&root, "runtime", &json)?;
     Ok(())
 }
 
@@ -269,20 +266,4 @@ fn rss_mib() -> f64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kib| kib / 1024.0)
-}
-
-/// A guest tool built for the host, as the peer runs it.
-fn build_native(root: &std::path::Path, tool: &str) -> anyhow::Result<std::path::PathBuf> {
-    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .current_dir(root)
-        .args(["build", "--quiet", "--release", "-p", tool])
-        .args([
-            "--manifest-path",
-            "guests/Cargo.toml",
-            "--target-dir",
-            "target/guests-native",
-        ])
-        .status()?;
-    anyhow::ensure!(status.success(), "building the native {tool} failed");
-    Ok(root.join("target/guests-native/release").join(tool))
 }
