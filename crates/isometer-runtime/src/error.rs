@@ -11,6 +11,8 @@ pub enum RuntimeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot use {dir} as the compiled-module cache: {reason}")]
+    Cache { dir: PathBuf, reason: String },
     #[error("invalid tool artifact: {0}")]
     InvalidArtifact(String),
 }

@@ -11,8 +11,12 @@ pub struct Limits {
     pub memory_bytes: u64,
     /// Wall time from the start of instantiation.
     pub timeout: Duration,
-    /// Bytes of stdout plus stderr.
+    /// Bytes of stdout, stderr and log records together.
     pub max_output_bytes: u64,
+    /// Egress bytes, sent and received together.
+    pub max_egress_bytes: u64,
+    /// Egress requests.
+    pub max_egress_requests: u64,
 }
 
 impl Default for Limits {
@@ -22,6 +26,8 @@ impl Default for Limits {
             memory_bytes: 64 << 20,
             timeout: Duration::from_secs(2),
             max_output_bytes: 1 << 20,
+            max_egress_bytes: 1 << 20,
+            max_egress_requests: 32,
         }
     }
 }

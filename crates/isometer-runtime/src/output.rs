@@ -35,7 +35,7 @@ impl OutputBudget {
     }
 
     /// Takes `n` bytes from the budget, or refuses all of them.
-    fn take(&self, n: usize) -> bool {
+    pub(crate) fn take(&self, n: usize) -> bool {
         let n = n as u64;
         let taken = self
             .remaining

@@ -1,5 +1,7 @@
 //! What one attempt did and consumed.
 
+use crate::egress::EgressRecord;
+use crate::env::LogRecord;
 use isometer_core::{Outcome, Usage};
 
 /// The result of one attempt, whatever the guest did.
@@ -11,6 +13,10 @@ pub struct ExecutionReport {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub usage: Usage,
+    /// Structured log records, in the order written.
+    pub logs: Vec<LogRecord>,
+    /// Every egress request, allowed or denied, in order.
+    pub egress: Vec<EgressRecord>,
     /// Why the attempt did not succeed, in words, when it did not.
     pub detail: Option<String>,
 }
@@ -24,6 +30,8 @@ impl ExecutionReport {
             stdout: Vec::new(),
             stderr: Vec::new(),
             usage: Usage::default(),
+            logs: Vec::new(),
+            egress: Vec::new(),
             detail: Some(detail.into()),
         }
     }

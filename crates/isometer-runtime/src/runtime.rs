@@ -1,16 +1,20 @@
 //! The engine shared by all attempts, loaded artifacts, and the execution of one attempt.
 
+use crate::cache::CompiledCache;
+use crate::env::AttemptEnv;
 use crate::error::RuntimeError;
+use crate::host::{AttemptState, EgressDenied, HostState};
 use crate::limits::{Limits, MeteredLimiter};
 use crate::output::{CappedOutput, OutputBudget};
 use crate::report::ExecutionReport;
 use isometer_core::{Outcome, Usage, sha256_hex};
 use nix::time::{ClockId, clock_gettime};
+use std::collections::HashMap;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use wasmtime::{
@@ -19,7 +23,6 @@ use wasmtime::{
 };
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 
 /// How often the epoch advances: the resolution of wall-time deadlines.
@@ -41,12 +44,6 @@ const DECOMMIT_BATCH: usize = 8;
 /// Extra time the host waits past the deadline for a guest blocked outside wasm code.
 const DEADLINE_GRACE: Duration = Duration::from_millis(50);
 
-/// Per-attempt host state.
-struct AttemptState {
-    wasi: WasiP1Ctx,
-    limiter: MeteredLimiter,
-}
-
 /// The one engine and linker every attempt shares.
 pub struct Runtime {
     engine: Engine,
@@ -54,6 +51,10 @@ pub struct Runtime {
     /// Stops advancing the epoch when the runtime is dropped.
     _ticker: EpochTicker,
     fuel_metering: bool,
+    max_module_bytes: u64,
+    /// Loaded artifacts by sha256: loading the same bytes twice compiles once.
+    artifacts: Mutex<HashMap<String, Artifact>>,
+    compiled: Option<CompiledCache>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -67,12 +68,25 @@ impl std::fmt::Debug for Runtime {
 pub struct Artifact {
     hash: String,
     pre: InstancePre<AttemptState>,
+    origin: Origin,
+}
+
+/// Where a loaded artifact's machine code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Compiled from the module's bytes.
+    Compiled,
+    /// Read from the on-disk cache of compiled code.
+    DiskCache,
+    /// Already loaded by this runtime.
+    Loaded,
 }
 
 impl std::fmt::Debug for Artifact {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Artifact")
             .field("hash", &self.hash)
+            .field("origin", &self.origin)
             .finish()
     }
 }
@@ -82,10 +96,14 @@ impl Artifact {
     pub fn hash(&self) -> &str {
         &self.hash
     }
+
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
 }
 
 /// How the engine is built.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RuntimeOptions {
     /// Count fuel (CPU metering and the fuel limit). Always on in production; off only to
     /// measure what metering itself costs.
@@ -95,6 +113,11 @@ pub struct RuntimeOptions {
     pub max_in_flight: u32,
     /// The largest linear memory any attempt may reach (a policy may allow less, not more).
     pub max_memory_bytes: u64,
+    /// The largest module, in bytes, that may be loaded; a larger one is an invalid
+    /// artifact.
+    pub max_module_bytes: u64,
+    /// Where compiled modules are kept across restarts; `None` compiles every start.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for RuntimeOptions {
@@ -103,6 +126,8 @@ impl Default for RuntimeOptions {
             fuel_metering: true,
             max_in_flight: 1_000,
             max_memory_bytes: 4 << 30,
+            max_module_bytes: 64 << 20,
+            cache_dir: None,
         }
     }
 }
@@ -137,19 +162,53 @@ impl Runtime {
         let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut AttemptState| &mut s.wasi)
+            .and_then(|_| crate::host::add_to_linker(&mut linker))
             .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let compiled = options
+            .cache_dir
+            .as_deref()
+            .map(|dir| CompiledCache::open(dir, &engine))
+            .transpose()?;
         Ok(Runtime {
             _ticker: EpochTicker::start(engine.clone()),
             engine,
             linker,
             fuel_metering: options.fuel_metering,
+            max_module_bytes: options.max_module_bytes,
+            artifacts: Mutex::default(),
+            compiled,
         })
     }
 
-    /// Compiles and links a module given as wasm binary or WAT text.
+    /// Compiles and links a module given as wasm binary or WAT text, or finds it already
+    /// loaded, or in the on-disk cache, by its sha256.
     pub fn load(&self, bytes: &[u8]) -> Result<Artifact, RuntimeError> {
+        if bytes.len() as u64 > self.max_module_bytes {
+            return Err(RuntimeError::InvalidArtifact(format!(
+                "the module is {} bytes; modules of up to {} bytes are accepted",
+                bytes.len(),
+                self.max_module_bytes
+            )));
+        }
+        let hash = sha256_hex(bytes);
+        if let Some(artifact) = self.loaded().get(&hash) {
+            return Ok(Artifact {
+                origin: Origin::Loaded,
+                ..artifact.clone()
+            });
+        }
         let invalid = |e: wasmtime::Error| RuntimeError::InvalidArtifact(format!("{e:#}"));
-        let module = Module::new(&self.engine, bytes).map_err(invalid)?;
+        let cached = self
+            .compiled
+            .as_ref()
+            .and_then(|cache| cache.get(&self.engine, &hash));
+        let (module, origin) = match cached {
+            Some(module) => (module, Origin::DiskCache),
+            None => {
+                let module = Module::new(&self.engine, bytes).map_err(invalid)?;
+                (module, Origin::Compiled)
+            }
+        };
         match module.get_export("_start") {
             Some(wasmtime::ExternType::Func(_)) => {}
             _ => {
@@ -160,10 +219,17 @@ impl Runtime {
             }
         }
         let pre = self.linker.instantiate_pre(&module).map_err(invalid)?;
-        Ok(Artifact {
-            hash: sha256_hex(bytes),
-            pre,
-        })
+        if let (Some(cache), Origin::Compiled) = (&self.compiled, origin) {
+            cache.put(&hash, &module);
+        }
+        let artifact = Artifact { hash, pre, origin };
+        self.loaded()
+            .insert(artifact.hash.clone(), artifact.clone());
+        Ok(artifact)
+    }
+
+    fn loaded(&self) -> std::sync::MutexGuard<'_, HashMap<String, Artifact>> {
+        self.artifacts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Reads and loads a `.wasm` or `.wat` file.
@@ -175,13 +241,25 @@ impl Runtime {
         self.load(&bytes)
     }
 
-    /// Runs one attempt in a fresh instance. Never fails: whatever the guest does becomes
-    /// the report's outcome.
+    /// Runs one attempt in a fresh instance, with no task context and no network.
     pub async fn execute(
         &self,
         artifact: &Artifact,
         input: &[u8],
         limits: &Limits,
+    ) -> ExecutionReport {
+        self.execute_in(artifact, input, limits, AttemptEnv::default())
+            .await
+    }
+
+    /// Runs one attempt in a fresh instance, for the task in `env` and with its egress
+    /// gateway. Never fails: whatever the guest does becomes the report's outcome.
+    pub async fn execute_in(
+        &self,
+        artifact: &Artifact,
+        input: &[u8],
+        limits: &Limits,
+        env: AttemptEnv,
     ) -> ExecutionReport {
         let started = Instant::now();
         let budget = OutputBudget::new(limits.max_output_bytes);
@@ -197,6 +275,7 @@ impl Runtime {
             AttemptState {
                 wasi,
                 limiter: MeteredLimiter::new(limits.memory_bytes),
+                host: HostState::new(env, limits, started + limits.timeout, budget.clone()),
             },
         );
         store.limiter(|s| &mut s.limiter);
@@ -228,7 +307,7 @@ impl Runtime {
         } else {
             0
         };
-        let limiter = &store.data().limiter;
+        let AttemptState { limiter, host, .. } = store.into_data();
         let (outcome, exit_code, detail) =
             classify(result, limiter.memory_refused, budget.exceeded());
         let stdout = stdout.take_contents();
@@ -242,12 +321,14 @@ impl Runtime {
                 wall_time_us: micros(started.elapsed()),
                 cpu_time_us: micros(cpu),
                 instantiate_us: micros(instantiate),
-                egress_bytes: 0,
-                egress_requests: 0,
-                output_bytes: (stdout.len() + stderr.len()) as u64,
+                egress_bytes: host.egress_bytes,
+                egress_requests: host.egress_requests,
+                output_bytes: (stdout.len() + stderr.len()) as u64 + host.log_bytes,
             },
             stdout,
             stderr,
+            logs: host.logs,
+            egress: host.egress,
             detail,
         }
     }
@@ -336,6 +417,9 @@ fn classify(
         };
     }
     let detail = Some(format!("{error:#}"));
+    if error.downcast_ref::<EgressDenied>().is_some() {
+        return (Outcome::EgressDenied, None, detail);
+    }
     if error.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
         return (Outcome::Throttled, None, detail);
     }

@@ -1,5 +1,8 @@
 //! Runtime tests: hand-written WAT guests, each checked for its outcome and metering.
 
+mod abi;
+mod cache;
+
 use isometer_core::Outcome;
 use isometer_runtime::{Limits, Runtime};
 use std::time::Duration;
@@ -35,6 +38,7 @@ fn limits() -> Limits {
         memory_bytes: 4 << 20,
         timeout: Duration::from_secs(5),
         max_output_bytes: 1024,
+        ..Limits::default()
     }
 }
 
@@ -175,6 +179,11 @@ const HUGE_INITIAL_MEMORY: &str = r#"(module
   (data (i32.const 67108000) "far away")
   (func (export "_start")))"#;
 
+/// Imports a host function no host provides.
+const MISSING_IMPORT: &str = r#"(module
+  (import "isometer" "launch_missiles" (func $nope))
+  (func (export "_start") (call $nope)))"#;
+
 /// Every hostile guest is contained with its outcome, within its limit plus a small slack,
 /// and the runtime that ran it still runs a trivial task normally afterwards.
 #[tokio::test]
@@ -191,8 +200,9 @@ async fn hostile_guests_are_contained_and_the_host_stays_healthy() {
         memory_bytes: 4 << 20,
         timeout: Duration::from_millis(250),
         max_output_bytes: 64 * 1024,
+        ..Limits::default()
     };
-    let cases: [(&str, &str, Limits, Outcome); 6] = [
+    let cases: [(&str, &str, Limits, Outcome); 7] = [
         (
             "infinite loop, fuel",
             INFINITE_LOOP,
@@ -222,10 +232,21 @@ async fn hostile_guests_are_contained_and_the_host_stays_healthy() {
         ),
         ("deep recursion", DEEP_RECURSION, tight, Outcome::Trapped),
         ("stdout flood", STDOUT_FLOOD, tight, Outcome::OutputExceeded),
+        (
+            "imports a function that does not exist",
+            MISSING_IMPORT,
+            tight,
+            Outcome::InvalidArtifact,
+        ),
     ];
     for (name, wat, limits, expected) in cases {
-        let artifact = runtime.load(wat.as_bytes()).expect(name);
-        let report = runtime.execute(&artifact, b"", &limits).await;
+        let report = match runtime.load(wat.as_bytes()) {
+            Ok(artifact) => runtime.execute(&artifact, b"", &limits).await,
+            Err(e @ isometer_runtime::RuntimeError::InvalidArtifact(_)) => {
+                isometer_runtime::ExecutionReport::not_run(Outcome::InvalidArtifact, e.to_string())
+            }
+            Err(e) => panic!("{name}: {e}"),
+        };
         assert_eq!(report.outcome, expected, "{name}: {:?}", report.detail);
         let wall = Duration::from_micros(report.usage.wall_time_us);
         assert!(wall <= limits.timeout + SLACK, "{name} ran {wall:?}");
