@@ -8,6 +8,41 @@
 //! [`run`] reads the whole input from stdin, calls the function, writes its result to
 //! stdout and exits 0; an `Err` is written to stderr and the tool exits 1, which the host
 //! records as outcome `failed`.
+//!
+//! Beyond WASI, the host offers a few imports from module `isometer`, wrapped here:
+//! [`context`] (the task's ids as JSON), [`log`] (structured records) and [`http::send`]
+//! (HTTP through the host's egress gateway). Requests and responses cross as a u32
+//! little-endian head length, a JSON head and the raw body; the host parks each reply until
+//! the guest takes it into a buffer of the announced size. A request the gateway denies
+//! ends the attempt with outcome `egress_denied` instead of returning.
+//!
+//! ```no_run
+//! use isometer_guest::{ToolError, http, json, str_field};
+//!
+//! isometer_guest::run(|input| {
+//!     let response = http::get(str_field(&input, "url")?)?;
+//!     if !response.is_success() {
+//!         return Err(ToolError(format!("status {}", response.status)));
+//!     }
+//!     isometer_guest::info("fetched");
+//!     Ok(json!({ "upstream": response.json()? }))
+//! });
+//! ```
+//!
+//! Built for anything but wasm32 there is no host: [`context`] is `Null`, [`log`] does
+//! nothing and every request fails with [`http::HttpError::Upstream`].
+
+#![deny(unsafe_code)]
+
+#[allow(
+    unsafe_code,
+    reason = "the host imports; each call carries its SAFETY argument"
+)]
+mod abi;
+mod host;
+pub mod http;
+
+pub use host::{Level, context, info, log, warn};
 
 use std::io::{Read, Write};
 
