@@ -1,13 +1,14 @@
 //! The gateway: one object that holds the configuration, the runtime with every tool
 //! loaded, the usage writer and the clock.
 
+use crate::egress::AllowlistEgress;
 use crate::error::GatewayError;
 use crate::task::{AttemptSummary, TaskRequest, TaskResponse};
 use chrono::TimeDelta;
 use isometer_core::{Clock, Outcome, TaskRecord, UsageEvent, event_id, sha256_hex};
 use isometer_evidence::{MANIFEST_VERSION, Manifest};
 use isometer_policy::Config;
-use isometer_runtime::{Artifact, ExecutionReport, Limits, Runtime};
+use isometer_runtime::{Artifact, AttemptEnv, ExecutionReport, Limits, Runtime, TaskContext};
 use isometer_store::UsageWriter;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +20,8 @@ pub struct Gateway {
     config: Arc<Config>,
     runtime: Runtime,
     artifacts: HashMap<String, Artifact>,
+    /// Each policy's egress allowlist, by policy id.
+    egress: HashMap<String, Arc<AllowlistEgress>>,
     writer: UsageWriter,
     clock: Arc<dyn Clock>,
 }
@@ -31,7 +34,17 @@ impl Gateway {
         writer: UsageWriter,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, GatewayError> {
-        let runtime = Runtime::new()?;
+        Self::with_runtime(config, Runtime::new()?, writer, clock)
+    }
+
+    /// [`Gateway::new`] with a runtime of the caller's options (pool size, compiled-code
+    /// cache).
+    pub fn with_runtime(
+        config: Arc<Config>,
+        runtime: Runtime,
+        writer: UsageWriter,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, GatewayError> {
         let mut artifacts = HashMap::new();
         for tool in &config.tools {
             let artifact =
@@ -54,10 +67,19 @@ impl Gateway {
                 return Err(GatewayError::NoRateCard(tenant.tier.clone()));
             }
         }
+        let egress = config
+            .policies
+            .iter()
+            .map(|p| {
+                let allowlist = AllowlistEgress::new(p.network_allowlist.clone());
+                (p.id.clone(), Arc::new(allowlist))
+            })
+            .collect();
         Ok(Gateway {
             config,
             runtime,
             artifacts,
+            egress,
             writer,
             clock,
         })
@@ -111,8 +133,25 @@ impl Gateway {
                     memory_bytes: policy.max_memory_bytes,
                     timeout: Duration::from_millis(policy.max_duration_ms),
                     max_output_bytes: policy.max_output_bytes,
+                    max_egress_bytes: policy.max_egress_bytes,
+                    max_egress_requests: policy.max_egress_requests,
                 };
-                let report = self.runtime.execute(artifact, &input, &limits).await;
+                let env = AttemptEnv {
+                    context: TaskContext {
+                        task_id: task_id.clone(),
+                        attempt: 1,
+                        tenant_id: tenant.id.clone(),
+                        tool_id: tool_id.clone(),
+                        trace_id: task_id.clone(),
+                        run_id: run_id.clone(),
+                        use_case: use_case.clone(),
+                    },
+                    egress: self.egress.get(&policy.id).cloned().unwrap_or_default(),
+                };
+                let report = self
+                    .runtime
+                    .execute_in(artifact, &input, &limits, env)
+                    .await;
                 (report, true, policy.id.clone(), artifact.hash().to_owned())
             }
             _ => {

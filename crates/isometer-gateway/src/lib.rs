@@ -4,11 +4,13 @@
 //! `POST /v1/tasks`, the CLI and the demo workload all go through [`Gateway::submit`], so
 //! there is one code path from request to recorded usage.
 
+mod egress;
 mod error;
 mod gateway;
 mod task;
 pub mod workload;
 
+pub use egress::{AllowlistEgress, non_public};
 pub use error::GatewayError;
 pub use gateway::Gateway;
 pub use task::{AttemptSummary, TaskRequest, TaskResponse};

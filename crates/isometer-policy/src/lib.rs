@@ -8,12 +8,14 @@
 //! **Architecture Invariant:** no IO beyond reading the configuration files.
 
 mod error;
+mod host_rule;
 mod load;
 mod model;
 mod raw;
 mod settings;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use host_rule::{BadHostRule, HostRule, normalize_host};
 pub use model::{Config, Policy, RateCard, Tenant, Tool};
 pub use settings::{SETTINGS_FILE, Settings};
 

@@ -2,6 +2,7 @@
 //! reference between files, collecting all problems before giving up.
 
 use crate::error::{ConfigError, ConfigErrors};
+use crate::host_rule::HostRule;
 use crate::model::{Config, Policy, RateCard, Tenant, Tool};
 use crate::raw::{PoliciesFile, RateCardsFile, RawPolicy, RawRateCard, TenantsFile, ToolsFile};
 use serde::de::DeserializeOwned;
@@ -276,6 +277,43 @@ fn validate_policy(
     {
         errors.push(src.at(out, "max_output_bytes", "must be greater than 0"));
     }
+    for (value, field) in [
+        (&p.max_egress_bytes, "max_egress_bytes"),
+        (&p.max_egress_requests, "max_egress_requests"),
+    ] {
+        if let Some(value) = value
+            && *value.get_ref() > 1 << 40
+        {
+            errors.push(src.at(value, field, "must be at most 2^40"));
+        }
+    }
+    let mut network_allowlist = Vec::new();
+    for rule in p.network_allowlist {
+        let parsed = rule.host.get_ref().parse::<HostRule>();
+        let methods = rule.methods.map(|m| {
+            let bad: Vec<_> = m
+                .get_ref()
+                .iter()
+                .filter(|name| name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphabetic()))
+                .cloned()
+                .collect();
+            if !bad.is_empty() {
+                errors.push(src.at(
+                    &m,
+                    "network_allowlist.methods",
+                    format!("{bad:?} are not HTTP methods"),
+                ));
+            }
+            m.into_inner()
+        });
+        match parsed {
+            Ok(parsed) => network_allowlist.push(match methods {
+                Some(methods) => parsed.with_methods(methods),
+                None => parsed,
+            }),
+            Err(e) => errors.push(src.at(&rule.host, "network_allowlist.host", e.to_string())),
+        }
+    }
     (errors.len() == before).then(|| Policy {
         id: p.id.into_inner(),
         tool_id: p.tool_id.into_inner(),
@@ -285,6 +323,9 @@ fn validate_policy(
         max_fuel: p.max_fuel.into_inner(),
         max_memory_bytes: p.max_memory_mb.into_inner() << 20,
         max_output_bytes: p.max_output_bytes.map_or(1 << 20, Spanned::into_inner),
+        max_egress_bytes: p.max_egress_bytes.map_or(1 << 20, Spanned::into_inner),
+        max_egress_requests: p.max_egress_requests.map_or(32, Spanned::into_inner),
+        network_allowlist,
     })
 }
 

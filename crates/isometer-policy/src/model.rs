@@ -1,5 +1,6 @@
 //! The validated configuration.
 
+use crate::host_rule::HostRule;
 use rust_decimal::Decimal;
 use std::path::PathBuf;
 
@@ -43,6 +44,10 @@ pub struct Policy {
     pub max_fuel: u64,
     pub max_memory_bytes: u64,
     pub max_output_bytes: u64,
+    pub max_egress_bytes: u64,
+    pub max_egress_requests: u64,
+    /// Hosts the tool may reach; empty means no network.
+    pub network_allowlist: Vec<HostRule>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

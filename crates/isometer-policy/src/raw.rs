@@ -72,6 +72,23 @@ pub(crate) struct RawPolicy {
     pub(crate) max_memory_mb: Spanned<u64>,
     /// stdout plus stderr budget of one attempt, in bytes (default 1 MiB).
     pub(crate) max_output_bytes: Option<Spanned<u64>>,
+    /// Egress bytes of one attempt, sent and received together (default 1 MiB).
+    pub(crate) max_egress_bytes: Option<Spanned<u64>>,
+    /// Egress requests of one attempt (default 32).
+    pub(crate) max_egress_requests: Option<Spanned<u64>>,
+    /// Hosts the tool may reach; none by default.
+    #[serde(default)]
+    pub(crate) network_allowlist: Vec<RawNetworkRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNetworkRule {
+    /// `HOST[:PORT]`, `*.DOMAIN[:PORT]`, `*`, or an address (which allows it even when it
+    /// is loopback or private).
+    pub(crate) host: Spanned<String>,
+    /// HTTP methods allowed; all when absent.
+    pub(crate) methods: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -69,6 +69,11 @@ impl HostState {
 #[error("egress denied: {0}")]
 pub(crate) struct EgressDenied(pub(crate) String);
 
+/// The attempt's wall-time deadline passed while a host call waited: `timed_out`.
+#[derive(Debug, thiserror::Error)]
+#[error("wall-time deadline reached during an egress request")]
+pub(crate) struct DeadlineReached;
+
 /// The guest broke the ABI (no exported memory, a pointer out of bounds): a trap.
 #[derive(Debug, thiserror::Error)]
 #[error("isometer ABI misuse: {0}")]
@@ -191,6 +196,14 @@ async fn http_request(
     let started = Instant::now();
     let result = gateway.request(&context, request, budget).await;
     record.duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    if Instant::now() >= caller.data().host.deadline {
+        // The attempt's time ran out while it waited: that is the outcome, whatever the
+        // gateway answered.
+        let host = &mut caller.data_mut().host;
+        record.reason = Some("the attempt's deadline passed during the request".into());
+        host.egress.push(record);
+        return Err(DeadlineReached.into());
+    }
 
     // The gateway is held to the budget it was given.
     let result = result.and_then(|response| {

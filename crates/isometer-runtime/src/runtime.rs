@@ -3,7 +3,7 @@
 use crate::cache::CompiledCache;
 use crate::env::AttemptEnv;
 use crate::error::RuntimeError;
-use crate::host::{AttemptState, EgressDenied, HostState};
+use crate::host::{AttemptState, DeadlineReached, EgressDenied, HostState};
 use crate::limits::{Limits, MeteredLimiter};
 use crate::output::{CappedOutput, OutputBudget};
 use crate::report::ExecutionReport;
@@ -417,6 +417,9 @@ fn classify(
         };
     }
     let detail = Some(format!("{error:#}"));
+    if error.downcast_ref::<DeadlineReached>().is_some() {
+        return (Outcome::TimedOut, None, detail);
+    }
     if error.downcast_ref::<EgressDenied>().is_some() {
         return (Outcome::EgressDenied, None, detail);
     }

@@ -1,5 +1,6 @@
 //! Test fixtures on real parts: an ephemeral ClickHouse server shared by the tests of one
-//! test binary (a fresh database per test), and the guest tools built for wasm32-wasip1.
+//! test binary (a fresh database per test), the guest tools built for wasm32-wasip1, and a
+//! recording HTTP upstream on loopback ([`upstream`]).
 //!
 //! The server is started on first use, in a temporary directory, on free loopback ports.
 //! It is tied to the test process: when the process ends, the kernel stops the server (see
@@ -12,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+
+pub mod upstream;
 
 const DIR_PREFIX: &str = "isometer-testkit-";
 

@@ -38,6 +38,39 @@ fn the_shipped_configuration_loads_and_resolves() {
 }
 
 #[test]
+fn network_allowlists_load_with_their_limits() {
+    let dir = edited("policies.toml", |t| {
+        t.replacen(
+            "max_output_bytes = 262_144",
+            "max_output_bytes = 262_144\nmax_egress_bytes = 4096\nmax_egress_requests = 2\n\
+             network_allowlist = [{ host = \"*.example.test:8080\", methods = [\"get\"] }, \
+             { host = \"127.0.0.1\" }]",
+            1,
+        )
+    });
+    let config = Config::load(dir.path()).expect("valid");
+    let policy = config.policy_for("summarize", "free").expect("policy");
+    assert_eq!(
+        (policy.max_egress_bytes, policy.max_egress_requests),
+        (4096, 2)
+    );
+    let [quotes, local] = policy.network_allowlist.as_slice() else {
+        panic!("{:?}", policy.network_allowlist)
+    };
+    assert!(quotes.matches("api.example.test", 8080) && quotes.allows_method("GET"));
+    assert!(!quotes.allows_method("POST") && !quotes.allows_non_public());
+    assert!(local.matches("127.0.0.1", 9) && local.allows_non_public());
+    // Without the fields: no network, default limits.
+    let shipped = Config::load(&shipped()).expect("valid");
+    let policy = shipped.policy_for("summarize", "free").expect("policy");
+    assert!(policy.network_allowlist.is_empty());
+    assert_eq!(
+        (policy.max_egress_bytes, policy.max_egress_requests),
+        (1 << 20, 32)
+    );
+}
+
+#[test]
 fn the_version_follows_the_content() {
     let a = Config::load(&shipped()).expect("valid").version;
     let dir = edited("tenants.toml", |t| {
@@ -99,6 +132,32 @@ fn mistakes_are_reported_with_file_line_and_field() {
             6,
             "tool_id",
             "no tool `sumarize`",
+        ),
+        (
+            "policies.toml",
+            |t| {
+                t.replacen(
+                    "max_output_bytes = 262_144",
+                    "max_output_bytes = 262_144\nnetwork_allowlist = [{ host = \"bad host\" }]",
+                    1,
+                )
+            },
+            13,
+            "network_allowlist.host",
+            "invalid host name",
+        ),
+        (
+            "policies.toml",
+            |t| {
+                t.replacen(
+                    "max_output_bytes = 262_144",
+                    "max_output_bytes = 262_144\nnetwork_allowlist = [{ host = \"a.test\", methods = [\"G T\"] }]",
+                    1,
+                )
+            },
+            13,
+            "network_allowlist.methods",
+            "not HTTP methods",
         ),
         (
             "tools.toml",

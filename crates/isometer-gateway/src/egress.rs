@@ -1,0 +1,353 @@
+//! The egress gateway of an attempt: a host allowlist (a policy's `network_allowlist`, or
+//! `isometer run --allow-host`) that resolves every name itself, refuses non-public addresses unless a rule names them, and
+//! connects only to the address it checked.
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use isometer_policy::{BadHostRule, HostRule, normalize_host};
+use isometer_runtime::{
+    EgressBudget, EgressError, EgressGateway, EgressRequest, EgressResponse, TaskContext,
+};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use tokio::net::TcpStream;
+
+/// Why an address is not on the public internet, if it is not.
+pub fn non_public(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => non_public_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return non_public_v4(v4);
+            }
+            let first = v6.segments()[0];
+            if v6.is_loopback() {
+                Some("loopback")
+            } else if v6.is_unspecified() {
+                Some("unspecified")
+            } else if v6.is_multicast() {
+                Some("multicast")
+            } else if first & 0xfe00 == 0xfc00 {
+                Some("unique local")
+            } else if first & 0xffc0 == 0xfe80 {
+                Some("link-local")
+            } else if first == 0x2001 && v6.segments()[1] == 0x0db8 {
+                Some("documentation")
+            } else if first == 0x0064 && v6.segments()[1] == 0xff9b {
+                Some("NAT64")
+            } else {
+                None
+            }
+        }
+    }
+}
+
+fn non_public_v4(ip: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, ..] = ip.octets();
+    if ip.is_loopback() {
+        Some("loopback")
+    } else if ip.is_private() {
+        Some("private")
+    } else if ip.is_link_local() {
+        Some("link-local")
+    } else if ip.is_unspecified() || a == 0 {
+        Some("unspecified")
+    } else if ip.is_broadcast() {
+        Some("broadcast")
+    } else if ip.is_multicast() || a >= 240 {
+        Some("multicast or reserved")
+    } else if a == 100 && (64..128).contains(&b) {
+        Some("shared (carrier-grade NAT)")
+    } else if ip.is_documentation() {
+        Some("documentation")
+    } else if a == 198 && (b == 18 || b == 19) {
+        Some("benchmarking")
+    } else {
+        None
+    }
+}
+
+/// Allows HTTP requests to the hosts of its rules; denies everything else.
+#[derive(Debug, Clone, Default)]
+pub struct AllowlistEgress {
+    rules: Vec<HostRule>,
+}
+
+impl AllowlistEgress {
+    pub fn new(rules: Vec<HostRule>) -> Self {
+        AllowlistEgress { rules }
+    }
+
+    /// Parses rules as written on the command line.
+    pub fn parse<S: AsRef<str>>(rules: &[S]) -> Result<Self, BadHostRule> {
+        let rules = rules
+            .iter()
+            .map(|r| r.as_ref().parse())
+            .collect::<Result<_, _>>()?;
+        Ok(AllowlistEgress { rules })
+    }
+
+    /// The rule allowing `host:port` and the address to connect to, or why not.
+    /// The first rule allowing `method` to `host:port`.
+    fn rule_for(&self, method: &str, host: &str, port: u16) -> Result<&HostRule, EgressError> {
+        let mut matching = self.rules.iter().filter(|r| r.matches(host, port));
+        let Some(first) = matching.next() else {
+            return Err(EgressError::Denied {
+                reason: format!("{host}:{port} is not in the egress allowlist"),
+                rule: None,
+            });
+        };
+        std::iter::once(first)
+            .chain(matching)
+            .find(|r| r.allows_method(method))
+            .ok_or_else(|| EgressError::Denied {
+                reason: format!("{method} is not allowed to {host}:{port}"),
+                rule: Some(first.to_string()),
+            })
+    }
+
+    /// The rule allowing the request and the address to connect to, or why not.
+    async fn decide(
+        &self,
+        method: &str,
+        host: &str,
+        port: u16,
+    ) -> Result<(&HostRule, SocketAddr), EgressError> {
+        let rule = self.rule_for(method, host, port)?;
+        let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => tokio::net::lookup_host((host, port))
+                .await
+                .map_err(|e| EgressError::Upstream(format!("cannot resolve {host}: {e}")))?
+                .collect(),
+        };
+        // Every address the name has must be acceptable, or a resolver could steer
+        // connections inward by ordering its answers.
+        if !rule.allows_non_public()
+            && let Some((ip, kind)) = addresses
+                .iter()
+                .find_map(|a| non_public(a.ip()).map(|kind| (a.ip(), kind)))
+        {
+            return Err(EgressError::Denied {
+                reason: format!("{host} resolves to {ip}, a {kind} address, which no rule names"),
+                rule: Some(rule.to_string()),
+            });
+        }
+        let address = addresses
+            .first()
+            .copied()
+            .ok_or_else(|| EgressError::Upstream(format!("{host} has no address")))?;
+        Ok((rule, address))
+    }
+}
+
+#[async_trait::async_trait]
+impl EgressGateway for AllowlistEgress {
+    async fn request(
+        &self,
+        _context: &TaskContext,
+        request: EgressRequest,
+        budget: EgressBudget,
+    ) -> Result<EgressResponse, EgressError> {
+        let target = Target::parse(&request.url)?;
+        let (rule, address) = self
+            .decide(&request.method, &target.host, target.port)
+            .await?;
+        let exchange = send(address, &target, request, budget.max_response_bytes);
+        let response = tokio::time::timeout(budget.timeout, exchange)
+            .await
+            .map_err(|_| {
+                EgressError::Upstream(format!("no answer from {} in time", target.authority))
+            })??;
+        Ok(EgressResponse {
+            rule: rule.to_string(),
+            ..response
+        })
+    }
+}
+
+/// Where a URL points.
+#[derive(Debug)]
+struct Target {
+    host: String,
+    port: u16,
+    /// `host[:port]` for the Host header.
+    authority: String,
+    path_and_query: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Self, EgressError> {
+        let invalid = |why: &str| EgressError::Invalid(format!("URL `{url}`: {why}"));
+        let uri: http::Uri = url.parse().map_err(|_| invalid("not a valid URL"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => return Err(invalid("https is not supported yet; use http")),
+            _ => return Err(invalid("only absolute http:// URLs are supported")),
+        }
+        let authority = uri.authority().ok_or_else(|| invalid("no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(invalid("credentials in the URL are not allowed"));
+        }
+        let host = normalize_host(
+            authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']'),
+        );
+        if host.is_empty() {
+            return Err(invalid("no host"));
+        }
+        Ok(Target {
+            host,
+            port: authority.port_u16().unwrap_or(80),
+            authority: authority.as_str().to_owned(),
+            path_and_query: uri
+                .path_and_query()
+                .map_or("/".to_owned(), |p| p.as_str().to_owned()),
+        })
+    }
+}
+
+/// Headers the gateway sets itself.
+const RESERVED_HEADERS: [&str; 5] = [
+    "host",
+    "connection",
+    "content-length",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// One HTTP/1.1 exchange over a fresh connection to `address`.
+async fn send(
+    address: SocketAddr,
+    target: &Target,
+    request: EgressRequest,
+    max_response_bytes: u64,
+) -> Result<EgressResponse, EgressError> {
+    let mut builder = http::Request::builder()
+        .method(request.method.as_str())
+        .uri(target.path_and_query.as_str())
+        .header(http::header::HOST, target.authority.as_str());
+    for (name, value) in &request.headers {
+        if RESERVED_HEADERS
+            .iter()
+            .any(|r| name.eq_ignore_ascii_case(r))
+        {
+            continue;
+        }
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let outgoing = builder
+        .body(Full::new(Bytes::from(request.body)))
+        .map_err(|e| EgressError::Invalid(format!("{e}")))?;
+
+    let upstream = |e: &dyn fmt::Display| EgressError::Upstream(format!("{address}: {e}"));
+    let stream = TcpStream::connect(address)
+        .await
+        .map_err(|e| upstream(&e))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| upstream(&e))?;
+    let driver = tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("egress connection ended: {e}");
+        }
+    });
+    let result = async {
+        let response = sender
+            .send_request(outgoing)
+            .await
+            .map_err(|e| upstream(&e))?;
+        let (head, body) = response.into_parts();
+        let headers: Vec<(String, String)> = head
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let mut response = EgressResponse {
+            status: head.status.as_u16(),
+            headers,
+            body: Vec::new(),
+            rule: String::new(),
+        };
+        let head_bytes = response.wire_bytes();
+        let too_large = EgressError::TooLarge {
+            limit: max_response_bytes,
+        };
+        let Some(body_limit) = max_response_bytes.checked_sub(head_bytes) else {
+            return Err(too_large);
+        };
+        let limit = usize::try_from(body_limit).unwrap_or(usize::MAX);
+        let collected = Limited::new(body, limit).collect().await.map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                too_large.clone()
+            } else {
+                upstream(&e)
+            }
+        })?;
+        response.body = collected.to_bytes().to_vec();
+        Ok(response)
+    }
+    .await;
+    driver.abort();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_public_ranges_are_named() {
+        for (ip, kind) in [
+            ("127.0.0.1", Some("loopback")),
+            ("10.1.2.3", Some("private")),
+            ("172.16.0.1", Some("private")),
+            ("192.168.1.1", Some("private")),
+            ("169.254.169.254", Some("link-local")),
+            ("0.0.0.0", Some("unspecified")),
+            ("100.64.0.1", Some("shared (carrier-grade NAT)")),
+            ("::1", Some("loopback")),
+            ("::ffff:127.0.0.1", Some("loopback")),
+            ("fd00::1", Some("unique local")),
+            ("fe80::1", Some("link-local")),
+            ("93.184.216.34", None),
+            ("2606:4700::1", None),
+        ] {
+            assert_eq!(non_public(ip.parse().expect("ip")), kind, "{ip}");
+        }
+    }
+
+    #[test]
+    fn urls_are_checked() {
+        let target = Target::parse("http://API.example.test:8080/q?s=1").expect("url");
+        assert_eq!(
+            (
+                target.host.as_str(),
+                target.port,
+                target.path_and_query.as_str()
+            ),
+            ("api.example.test", 8080, "/q?s=1")
+        );
+        let target = Target::parse("http://[::1]/").expect("url");
+        assert_eq!((target.host.as_str(), target.port), ("::1", 80));
+        for (url, why) in [
+            ("https://a.test/", "https"),
+            ("ftp://a.test/", "http://"),
+            ("/relative", "http://"),
+            ("http://user:pw@a.test/", "credentials"),
+        ] {
+            let err = Target::parse(url).expect_err(url).to_string();
+            assert!(err.contains(why), "{url}: {err}");
+        }
+    }
+}
