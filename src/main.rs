@@ -14,7 +14,7 @@ struct Cli {
     /// Configuration directory (tenants, tools, policies, rate cards, isometer.toml).
     #[arg(long, global = true, default_value = "config", env = "ISOMETER_CONFIG")]
     config: PathBuf,
-    /// Directory for the managed ClickHouse server's data and logs.
+    /// Directory for the managed ClickHouse server's data and logs, and compiled tools.
     #[arg(
         long,
         global = true,
@@ -62,9 +62,20 @@ struct RunArgs {
     /// Wall-time budget, in milliseconds.
     #[arg(long, default_value_t = 2_000)]
     timeout_ms: u64,
-    /// stdout plus stderr budget, in bytes.
+    /// stdout, stderr and log records budget, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     max_output_bytes: u64,
+    /// Let the tool reach this host over HTTP: `HOST[:PORT]`, `*.DOMAIN[:PORT]`, `*`, or an
+    /// address (naming a loopback or private address allows it). Repeatable; no network
+    /// without it.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    allow_host: Vec<String>,
+    /// Egress budget (bytes sent and received).
+    #[arg(long, default_value_t = 1 << 20)]
+    max_egress_bytes: u64,
+    /// Egress request budget.
+    #[arg(long, default_value_t = 32)]
+    max_egress_requests: u64,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,

@@ -27,8 +27,9 @@ pub(crate) async fn demo(
     store.migrate().await.context("migrating")?;
     let config = Arc::new(Config::load(&cli.config)?);
     let clock = Arc::new(ManualClock::new(SystemClock.now()));
-    let gateway = Arc::new(Gateway::new(
+    let gateway = Arc::new(Gateway::with_runtime(
         config,
+        super::wasm_runtime(cli)?,
         store.writer(WriterOptions::default()),
         clock.clone(),
     )?);

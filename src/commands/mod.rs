@@ -23,7 +23,7 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Shutdown::register()
     };
     match &cli.command {
-        Command::Run(args) => runtime.block_on(run::run(args)),
+        Command::Run(args) => runtime.block_on(run::run(&cli, args)),
         Command::Migrate => {
             let (_server, url) = clickhouse(&cli)?;
             runtime.block_on(async {
@@ -53,6 +53,16 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     // `_server`, when isometer started one, is stopped here as it goes out of scope.
+}
+
+/// The wasm runtime, with compiled tools cached under the data directory.
+fn wasm_runtime(cli: &Cli) -> anyhow::Result<isometer_runtime::Runtime> {
+    Ok(isometer_runtime::Runtime::with_options(
+        isometer_runtime::RuntimeOptions {
+            cache_dir: Some(cli.data_dir.join("compiled")),
+            ..Default::default()
+        },
+    )?)
 }
 
 fn settings(cli: &Cli) -> anyhow::Result<Settings> {

@@ -1,14 +1,16 @@
 //! `isometer run`: one tool, one attempt, no ClickHouse.
 
-use crate::RunArgs;
+use crate::{Cli, RunArgs};
 use anyhow::{Context, bail};
 use isometer_core::Outcome;
-use isometer_runtime::{ExecutionReport, Limits, Runtime, RuntimeError};
+use isometer_gateway::AllowlistEgress;
+use isometer_runtime::{AttemptEnv, ExecutionReport, Limits, RuntimeError, TaskContext};
 use serde_json::json;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let input = match args.input.strip_prefix('@') {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read input file {path}"))?,
@@ -19,17 +21,35 @@ pub(crate) async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     let bytes = std::fs::read(&args.tool)
         .with_context(|| format!("cannot read tool {}", args.tool.display()))?;
-    let runtime = Runtime::new()?;
+    let egress = AllowlistEgress::parse(&args.allow_host)?;
+    let runtime = super::wasm_runtime(cli)?;
     let limits = Limits {
         fuel: args.fuel,
         memory_bytes: args.memory_mb.saturating_mul(1 << 20),
         timeout: Duration::from_millis(args.timeout_ms),
         max_output_bytes: args.max_output_bytes,
+        max_egress_bytes: args.max_egress_bytes,
+        max_egress_requests: args.max_egress_requests,
+    };
+    let env = AttemptEnv {
+        context: TaskContext {
+            task_id: "run".into(),
+            attempt: 1,
+            tool_id: args
+                .tool
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            ..TaskContext::default()
+        },
+        egress: Arc::new(egress),
     };
     // A module that does not load is the guest's doing: an outcome, not an error.
     let (report, artifact_hash) = match runtime.load(&bytes) {
         Ok(artifact) => (
-            runtime.execute(&artifact, input.as_bytes(), &limits).await,
+            runtime
+                .execute_in(&artifact, input.as_bytes(), &limits, env)
+                .await,
             Some(artifact.hash().to_owned()),
         ),
         Err(RuntimeError::InvalidArtifact(message)) => (
@@ -53,6 +73,8 @@ fn report_json(report: &ExecutionReport, artifact_hash: Option<&str>) -> serde_j
         "stdout": String::from_utf8_lossy(&report.stdout),
         "stderr": String::from_utf8_lossy(&report.stderr),
         "usage": report.usage,
+        "logs": report.logs,
+        "egress": report.egress,
         "detail": report.detail,
         "artifact_hash": artifact_hash,
     })
@@ -68,9 +90,35 @@ fn print_text(report: &ExecutionReport) {
     }
     let u = &report.usage;
     println!(
-        "usage      fuel {} · peak memory {} bytes · wall {} µs · output {} bytes",
-        u.fuel, u.peak_memory_bytes, u.wall_time_us, u.output_bytes
+        "usage      fuel {} · peak memory {} bytes · wall {} µs · cpu {} µs · instantiate {} µs",
+        u.fuel, u.peak_memory_bytes, u.wall_time_us, u.cpu_time_us, u.instantiate_us
     );
+    println!(
+        "           egress {} bytes in {} requests · output {} bytes",
+        u.egress_bytes, u.egress_requests, u.output_bytes
+    );
+    for call in &report.egress {
+        let verdict = match call.verdict {
+            isometer_runtime::Verdict::Allow => "allow",
+            isometer_runtime::Verdict::Deny => "deny",
+        };
+        let status = call
+            .status
+            .map_or_else(|| "-".to_owned(), |s| s.to_string());
+        println!(
+            "egress     {verdict} {} {} → {status} ({}){}",
+            call.method,
+            call.url,
+            call.rule.as_deref().unwrap_or("no rule"),
+            call.reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        );
+    }
+    for record in &report.logs {
+        println!("log        {:?} {}", record.level, record.fields);
+    }
     if !report.stdout.is_empty() {
         println!("stdout     {}", String::from_utf8_lossy(&report.stdout));
     }

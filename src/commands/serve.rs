@@ -20,8 +20,9 @@ pub(crate) async fn serve(
     let store = Store::open(url, &super::database(cli)?).await?;
     store.migrate().await.context("migrating")?;
     let config = Arc::new(Config::load(&cli.config)?);
-    let gateway = Gateway::new(
+    let gateway = Gateway::with_runtime(
         config,
+        super::wasm_runtime(cli)?,
         store.writer(WriterOptions::default()),
         Arc::new(SystemClock),
     )?;

@@ -165,6 +165,9 @@ fn input_for(tool: &str, rng: &mut StdRng) -> Value {
             json!({ "records": records, "fields": ["id", "amount"], "where": { "field": "region", "equals": region }, "sum": "amount" })
         }
         "flaky" => json!({ "seed": rng.random::<u32>(), "fail_percent": 20 }),
+        // Mostly quick; one in twenty-five waits past the policy's 250 ms deadline.
+        "slow" if rng.random_bool(0.04) => json!({ "ms": 400 }),
+        "slow" => json!({ "ms": rng.random_range(1..15) }),
         "busy" => {
             let roll = rng.random_range(0..100);
             let rounds: u64 = match roll {
