@@ -306,3 +306,53 @@ async fn attempts_beyond_the_pool_are_throttled_and_the_pool_recovers() {
     let after = runtime.execute(&trivial, b"", &limits()).await;
     assert_eq!(after.outcome, Outcome::Success, "{:?}", after.detail);
 }
+
+/// Prints 8 bytes at each of three places (in the data segment, past the first 64 KiB,
+/// past the first MiB), then overwrites all three with `mark`.
+fn scribbler(mark: &str) -> String {
+    format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 64)
+  (data (i32.const 1024) "ORIGINAL")
+  (data (i32.const 16) "{mark}")
+  (func $show (param $at i32)
+    (i32.store (i32.const 0) (local.get $at))
+    (i32.store (i32.const 4) (i32.const 8))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
+  (func $mark (param $at i32)
+    (i64.store (local.get $at) (i64.load (i32.const 16))))
+  (func (export "_start")
+    (call $show (i32.const 1024))
+    (call $show (i32.const 70000))
+    (call $show (i32.const 2097152))
+    (call $mark (i32.const 1024))
+    (call $mark (i32.const 70000))
+    (call $mark (i32.const 2097152))))"#
+    )
+}
+
+/// Nothing one attempt writes is seen by the next, whether the memory slot is reused by
+/// the same module or by another one.
+#[tokio::test]
+async fn memory_is_reset_between_attempts() {
+    let runtime = Runtime::with_options(isometer_runtime::RuntimeOptions {
+        max_in_flight: 2,
+        ..Default::default()
+    })
+    .expect("runtime");
+    let first = runtime
+        .load(scribbler("SECRET!!").as_bytes())
+        .expect("first");
+    let second = runtime
+        .load(scribbler("OTHERMOD").as_bytes())
+        .expect("second");
+    let fresh = [&b"ORIGINAL"[..], &[0; 8], &[0; 8]].concat();
+    for round in 0..50 {
+        for artifact in [&first, &second] {
+            let report = runtime.execute(artifact, b"", &limits()).await;
+            assert_eq!(report.outcome, Outcome::Success, "{:?}", report.detail);
+            assert_eq!(report.stdout, fresh, "round {round}");
+        }
+    }
+}
