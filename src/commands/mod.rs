@@ -56,11 +56,21 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// The wasm runtime, with compiled tools cached under the data directory.
+/// Pool sizes come from `[runtime]` in isometer.toml.
 fn wasm_runtime(cli: &Cli) -> anyhow::Result<isometer_runtime::Runtime> {
+    let settings = settings(cli)?.runtime;
+    let defaults = isometer_runtime::RuntimeOptions::default();
     Ok(isometer_runtime::Runtime::with_options(
         isometer_runtime::RuntimeOptions {
+            max_in_flight: settings.max_in_flight.unwrap_or(defaults.max_in_flight),
+            max_memory_bytes: settings
+                .max_memory_bytes
+                .unwrap_or(defaults.max_memory_bytes),
+            max_module_bytes: settings
+                .max_module_bytes
+                .unwrap_or(defaults.max_module_bytes),
             cache_dir: Some(cli.data_dir.join("compiled")),
-            ..Default::default()
+            ..defaults
         },
     )?)
 }

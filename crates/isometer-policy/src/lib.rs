@@ -17,7 +17,7 @@ mod settings;
 pub use error::{ConfigError, ConfigErrors};
 pub use host_rule::{BadHostRule, HostRule, normalize_host};
 pub use model::{Config, Policy, RateCard, Tenant, Tool};
-pub use settings::{SETTINGS_FILE, Settings};
+pub use settings::{RuntimeSettings, SETTINGS_FILE, Settings};
 
 /// The file names inside a configuration directory.
 pub const FILES: [&str; 4] = [

@@ -13,6 +13,20 @@ struct RawSettings {
     /// Where usage is stored.
     #[serde(default)]
     clickhouse: RawClickHouse,
+    /// The wasm runtime's pool.
+    #[serde(default)]
+    runtime: RawRuntime,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuntime {
+    /// Attempts instantiated at once (the pool's size); one more is `throttled`.
+    max_in_flight: Option<u32>,
+    /// Largest linear memory any policy may grant, in MiB.
+    max_memory_mb: Option<u64>,
+    /// Largest tool module accepted, in MiB.
+    max_module_mb: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -29,6 +43,16 @@ struct RawClickHouse {
 pub struct Settings {
     pub clickhouse_url: Option<String>,
     pub database: Option<String>,
+    pub runtime: RuntimeSettings,
+}
+
+/// The `[runtime]` table: the pool of instances every attempt draws from. Unset fields
+/// keep the runtime's defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RuntimeSettings {
+    pub max_in_flight: Option<u32>,
+    pub max_memory_bytes: Option<u64>,
+    pub max_module_bytes: Option<u64>,
 }
 
 impl Settings {
@@ -68,9 +92,41 @@ impl Settings {
                 message: format!("`{url}` is not an http:// or https:// URL"),
             }]));
         }
+        let field_error = |field: &str, message: &str| {
+            ConfigErrors(vec![ConfigError {
+                file: path.clone(),
+                line: None,
+                field: Some(field.into()),
+                message: message.into(),
+            }])
+        };
+        let runtime = &raw.runtime;
+        if runtime.max_in_flight == Some(0) {
+            return Err(field_error(
+                "runtime.max_in_flight",
+                "must be greater than 0",
+            ));
+        }
+        if runtime.max_memory_mb.is_some_and(|mb| mb == 0 || mb > 4096) {
+            return Err(field_error(
+                "runtime.max_memory_mb",
+                "must be between 1 and 4096",
+            ));
+        }
+        if runtime.max_module_mb == Some(0) {
+            return Err(field_error(
+                "runtime.max_module_mb",
+                "must be greater than 0",
+            ));
+        }
         Ok(Settings {
             clickhouse_url: raw.clickhouse.url,
             database: raw.clickhouse.database,
+            runtime: RuntimeSettings {
+                max_in_flight: runtime.max_in_flight,
+                max_memory_bytes: runtime.max_memory_mb.map(|mb| mb << 20),
+                max_module_bytes: runtime.max_module_mb.map(|mb| mb << 20),
+            },
         })
     }
 }

@@ -216,3 +216,21 @@ fn a_missing_file_is_named() {
     assert_eq!(found.len(), 1);
     assert!(found[0].file.ends_with("tools.toml") && found[0].message.starts_with("cannot read"));
 }
+
+#[test]
+fn runtime_settings_load_and_are_checked() {
+    let settings = isometer_policy::Settings::load(&shipped()).expect("valid");
+    assert_eq!(settings.runtime.max_in_flight, Some(1000));
+    assert_eq!(settings.runtime.max_module_bytes, Some(64 << 20));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join(isometer_policy::SETTINGS_FILE),
+        "[runtime]\nmax_in_flight = 0\n",
+    )
+    .expect("write");
+    let errors = isometer_policy::Settings::load(dir.path())
+        .expect_err("refused")
+        .0;
+    assert_eq!(errors[0].field.as_deref(), Some("runtime.max_in_flight"));
+}
