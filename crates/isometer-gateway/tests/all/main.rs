@@ -1,5 +1,7 @@
 //! Egress through the allowlist gateway: real guests in wasmtime, real HTTP on loopback.
 
+mod submit;
+
 use isometer_core::Outcome;
 use isometer_gateway::AllowlistEgress;
 use isometer_policy::HostRule;
