@@ -24,13 +24,22 @@ pub(crate) async fn demo(
 ) -> anyhow::Result<ExitCode> {
     let database = DEMO_DATABASE;
     let store = Store::open_fresh(url, database).await?;
+    // The demo starts from nothing: its spool too.
+    let spool = cli.data_dir.join("spool").join(database);
+    if spool.exists() {
+        std::fs::remove_dir_all(&spool)
+            .with_context(|| format!("cannot clear the demo's spool {}", spool.display()))?;
+    }
     store.migrate().await.context("migrating")?;
     let config = Arc::new(Config::load(&cli.config)?);
     let clock = Arc::new(ManualClock::new(SystemClock.now()));
     let gateway = Arc::new(Gateway::with_runtime(
         config,
         super::wasm_runtime(cli)?,
-        store.writer(WriterOptions::default()),
+        store.writer(WriterOptions {
+            spool_dir: Some(spool),
+            ..WriterOptions::default()
+        })?,
         clock.clone(),
     )?);
 

@@ -23,7 +23,10 @@ pub(crate) async fn serve(
     let gateway = Gateway::with_runtime(
         config,
         super::wasm_runtime(cli)?,
-        store.writer(WriterOptions::default()),
+        store.writer(WriterOptions {
+            spool_dir: Some(cli.data_dir.join("spool").join(store.database())),
+            ..WriterOptions::default()
+        })?,
         Arc::new(SystemClock),
     )?;
     serve_until_signal(Arc::new(gateway), store, args.listen, shutdown).await?;

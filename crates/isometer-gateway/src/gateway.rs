@@ -126,8 +126,20 @@ impl Gateway {
 
         let started = self.clock.now();
         let policy = tool.and_then(|_| self.config.policy_for(&tool_id, &tenant.tier));
-        let (report, ran, policy_id, artifact_hash) = match (policy, self.artifacts.get(&tool_id)) {
-            (Some(policy), Some(artifact)) => {
+        let runnable = policy.zip(self.artifacts.get(&tool_id));
+        let (report, ran, policy_id, artifact_hash) = match runnable {
+            // The spool is full: ClickHouse is behind. Nothing runs until it catches up;
+            // the refusal itself is still recorded (the spool keeps a margin for it).
+            Some(_) if !self.writer.has_room() => (
+                ExecutionReport::not_run(
+                    Outcome::Throttled,
+                    "usage is not reaching ClickHouse fast enough; the spool is full",
+                ),
+                false,
+                String::new(),
+                String::new(),
+            ),
+            Some((policy, artifact)) => {
                 let limits = Limits {
                     fuel: policy.max_fuel,
                     memory_bytes: policy.max_memory_bytes,
@@ -154,7 +166,7 @@ impl Gateway {
                     .await;
                 (report, true, policy.id.clone(), artifact.hash().to_owned())
             }
-            _ => {
+            None => {
                 let detail = format!(
                     "no policy allows tool `{}` for tier `{}`",
                     tool_id, tenant.tier

@@ -45,12 +45,19 @@ pub enum StoreError {
     },
     #[error("stored data is not understood: {0}")]
     Corrupt(String),
-    #[error("ClickHouse refused a batch of {rows} rows for `{table}`: {source}")]
+    #[error(
+        "ClickHouse refused a batch of {rows} rows for `{table}`: {reason}; its records are kept in {kept}"
+    )]
     BatchRefused {
         table: String,
         rows: usize,
-        source: clickhouse::error::Error,
+        reason: String,
+        kept: PathBuf,
     },
+    #[error("{0}")]
+    Spool(#[from] crate::spool::SpoolError),
+    #[error("the usage spool is full: new tasks are throttled until ClickHouse catches up")]
+    SpoolFull,
     #[error("{0} is beyond what a Decimal128(12) column holds")]
     MoneyOutOfRange(isometer_core::Money),
     #[error("the usage writer has stopped")]

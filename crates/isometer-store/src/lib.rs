@@ -9,13 +9,15 @@ mod managed;
 mod migrate;
 mod queries;
 mod rows;
+mod spool;
 mod writer;
 
 pub use error::StoreError;
 pub use managed::{ManagedClickHouse, ServerOptions};
 pub use migrate::{Migration, MigrationReport};
-pub use queries::{OutcomeCount, TenantSummary, Totals};
-pub use writer::{UsageWriter, WriterOptions};
+pub use queries::{OutcomeCount, Reconciliation, TenantSummary, Totals};
+pub use spool::{Spool, SpoolError, SpoolOptions, SpoolReader, SpoolRecord, SpoolStatus};
+pub use writer::{UsageWriter, WriterOptions, WriterStatus, spool_status};
 
 use clickhouse::Client;
 
@@ -101,8 +103,9 @@ impl Store {
         migrate::apply(&self.client, migrations).await
     }
 
-    /// Starts the background writer that batches usage into this database.
-    pub fn writer(&self, options: WriterOptions) -> UsageWriter {
+    /// Opens the usage spool (replaying what an earlier process left in it) and starts
+    /// the shipper that moves it into this database.
+    pub fn writer(&self, options: WriterOptions) -> Result<UsageWriter, StoreError> {
         UsageWriter::spawn(self.client.clone(), options)
     }
 }

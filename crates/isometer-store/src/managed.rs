@@ -24,6 +24,10 @@ pub struct ServerOptions {
     pub startup_timeout: Duration,
     /// How long a SIGTERM may take before SIGKILL.
     pub shutdown_timeout: Duration,
+    /// Ports to listen on; free ones are picked when unset. Fixed ports let a server be
+    /// restarted at the same URL.
+    pub http_port: Option<u16>,
+    pub tcp_port: Option<u16>,
 }
 
 impl ServerOptions {
@@ -32,6 +36,8 @@ impl ServerOptions {
             dir: dir.into(),
             startup_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(15),
+            http_port: None,
+            tcp_port: None,
         }
     }
 }
@@ -40,6 +46,7 @@ impl ServerOptions {
 #[derive(Debug)]
 pub struct ManagedClickHouse {
     http_port: u16,
+    tcp_port: u16,
     pid: u32,
     dir: PathBuf,
     shutdown_timeout: Duration,
@@ -74,8 +81,14 @@ impl ManagedClickHouse {
     }
 
     fn start_once(binary: &Path, dir: &Path, options: &ServerOptions) -> Result<Self, StoreError> {
-        let http_port = free_port().map_err(StoreError::Spawn)?;
-        let tcp_port = free_port().map_err(StoreError::Spawn)?;
+        let http_port = match options.http_port {
+            Some(port) => port,
+            None => free_port().map_err(StoreError::Spawn)?,
+        };
+        let tcp_port = match options.tcp_port {
+            Some(port) => port,
+            None => free_port().map_err(StoreError::Spawn)?,
+        };
         let io = |source| StoreError::DataDir {
             path: dir.to_owned(),
             source,
@@ -135,6 +148,7 @@ impl ManagedClickHouse {
 
         let mut server = ManagedClickHouse {
             http_port,
+            tcp_port,
             pid,
             dir: dir.to_owned(),
             shutdown_timeout: options.shutdown_timeout,
@@ -181,6 +195,15 @@ impl ManagedClickHouse {
     /// The server's HTTP URL.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn http_port(&self) -> u16 {
+        self.http_port
+    }
+
+    /// The native-protocol port (what other servers of a cluster connect to).
+    pub fn tcp_port(&self) -> u16 {
+        self.tcp_port
     }
 
     pub fn pid(&self) -> u32 {

@@ -29,6 +29,29 @@ pub struct OutcomeCount {
     pub attempts: u64,
 }
 
+/// Counts and cost sums of the raw tables beside the rollups fed from them: in a healthy
+/// database each pair is equal, and every key is counted once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconciliation {
+    pub events: u64,
+    pub distinct_events: u64,
+    pub event_cost: Money,
+    pub rollup_events: u64,
+    pub rollup_event_cost: Money,
+    pub tasks: u64,
+    pub distinct_tasks: u64,
+    pub task_cost: Money,
+    pub rollup_tasks: u64,
+    pub rollup_task_cost: Money,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct CountSum {
+    count: u64,
+    distinct: u64,
+    sum: i128,
+}
+
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct TenantRow {
     tenant_id: String,
@@ -39,14 +62,17 @@ struct TenantRow {
 }
 
 impl crate::Store {
-    /// Per-tenant task counts and cost, from the task table.
+    /// Per-tenant task counts and cost, from the daily task rollup.
     pub async fn tenant_summaries(&self) -> Result<Vec<TenantSummary>, StoreError> {
         let rows: Vec<TenantRow> = self
             .client
             .query(
-                "SELECT tenant_id, count() AS tasks, countIf(outcome = 'success') AS successful, \
-                 sum(attempts) AS attempts, sum(total_cost) AS cost \
-                 FROM tasks GROUP BY tenant_id ORDER BY tenant_id",
+                "SELECT tenant_id, sum(n) AS tasks, sumIf(n, outcome = 'success') AS successful, \
+                 sum(a) AS attempts, sum(c) AS cost \
+                 FROM (SELECT tenant_id, outcome, countMerge(tasks) AS n, \
+                       sumMerge(attempts) AS a, sumMerge(total_cost) AS c \
+                       FROM tasks_daily GROUP BY tenant_id, outcome) \
+                 GROUP BY tenant_id ORDER BY tenant_id",
             )
             .fetch_all()
             .await?;
@@ -61,6 +87,43 @@ impl crate::Store {
                 })
             })
             .collect()
+    }
+
+    /// Raw counts and sums beside the rollups' (see [`Reconciliation`]). One query per
+    /// table: 18.16 cannot carry Decimal results out of scalar subqueries.
+    pub async fn reconcile(&self) -> Result<Reconciliation, StoreError> {
+        let events: CountSum = self
+            .client
+            .query("SELECT count(), uniqExact(event_id), sum(cost) FROM usage_events")
+            .fetch_one()
+            .await?;
+        let event_rollup: CountSum = self
+            .client
+            .query("SELECT countMerge(attempts), toUInt64(0), sumMerge(cost) FROM usage_daily")
+            .fetch_one()
+            .await?;
+        let tasks: CountSum = self
+            .client
+            .query("SELECT count(), uniqExact(task_id), sum(total_cost) FROM tasks")
+            .fetch_one()
+            .await?;
+        let task_rollup: CountSum = self
+            .client
+            .query("SELECT countMerge(tasks), toUInt64(0), sumMerge(total_cost) FROM tasks_daily")
+            .fetch_one()
+            .await?;
+        Ok(Reconciliation {
+            events: events.count,
+            distinct_events: events.distinct,
+            event_cost: money_from_i128(events.sum)?,
+            rollup_events: event_rollup.count,
+            rollup_event_cost: money_from_i128(event_rollup.sum)?,
+            tasks: tasks.count,
+            distinct_tasks: tasks.distinct,
+            task_cost: money_from_i128(tasks.sum)?,
+            rollup_tasks: task_rollup.count,
+            rollup_task_cost: money_from_i128(task_rollup.sum)?,
+        })
     }
 
     /// Attempts per outcome, most frequent first.

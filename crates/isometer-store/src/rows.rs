@@ -78,6 +78,8 @@ pub(crate) struct EventRow {
     artifact_hash: String,
     rate_card_version: String,
     cost: i128,
+    /// Set by the shipper: the spool sequence number of the batch's first record.
+    pub(crate) batch_id: u64,
 }
 
 impl TryFrom<&UsageEvent> for EventRow {
@@ -111,6 +113,7 @@ impl TryFrom<&UsageEvent> for EventRow {
             artifact_hash: e.artifact_hash.clone(),
             rate_card_version: e.rate_card_version.clone(),
             cost: money_to_i128(e.cost)?,
+            batch_id: 0,
         })
     }
 }
@@ -172,6 +175,8 @@ pub(crate) struct TaskRow {
     outcome: String,
     attempts: u16,
     total_cost: i128,
+    /// Set by the shipper, as for events.
+    pub(crate) batch_id: u64,
 }
 
 impl TryFrom<&TaskRecord> for TaskRow {
@@ -192,7 +197,49 @@ impl TryFrom<&TaskRecord> for TaskRow {
             outcome: t.outcome.as_str().to_owned(),
             attempts: t.attempts,
             total_cost: money_to_i128(t.total_cost)?,
+            batch_id: 0,
         })
+    }
+}
+
+/// What the shipper needs of a row to settle a batch: its unique key and its day.
+pub(crate) trait Shipped: clickhouse::RowOwned + clickhouse::RowWrite + Clone {
+    /// The table, the key column and the day column.
+    const TABLE: &'static str;
+    const KEY: &'static str;
+    const DAY: &'static str;
+    fn key(&self) -> &str;
+    fn day(&self) -> u16;
+    fn set_batch(&mut self, batch_id: u64);
+}
+
+impl Shipped for EventRow {
+    const TABLE: &'static str = "usage_events";
+    const KEY: &'static str = "event_id";
+    const DAY: &'static str = "event_date";
+    fn key(&self) -> &str {
+        &self.event_id
+    }
+    fn day(&self) -> u16 {
+        self.event_date
+    }
+    fn set_batch(&mut self, batch_id: u64) {
+        self.batch_id = batch_id;
+    }
+}
+
+impl Shipped for TaskRow {
+    const TABLE: &'static str = "tasks";
+    const KEY: &'static str = "task_id";
+    const DAY: &'static str = "submitted_date";
+    fn key(&self) -> &str {
+        &self.task_id
+    }
+    fn day(&self) -> u16 {
+        self.submitted_date
+    }
+    fn set_batch(&mut self, batch_id: u64) {
+        self.batch_id = batch_id;
     }
 }
 

@@ -1,218 +1,660 @@
-//! The usage writer: one background task that batches usage events and task records and
-//! inserts them in RowBinary, retrying with backoff while ClickHouse is unreachable.
+//! The usage writer: each task's rows are appended to the durable spool, and a shipper task
+//! moves them from the spool into ClickHouse exactly once.
 //!
-//! Callers wait when its bounded queue is full, so an outage slows submission down instead
-//! of losing rows. (A durable on-disk spool in front of it is a later step; until then, rows
-//! still queued when the process is killed are lost.)
+//! - `record` returns once the task's rows are durable in the spool (group commit).
+//! - The shipper gathers records into batches (at least `batch_rows`, at most
+//!   `max_batch_rows`, and never older than `max_delay`), inserts them in RowBinary, and
+//!   moves its checkpoint past them once ClickHouse answered. Before sending it writes the
+//!   batch's range to the checkpoint, and every row carries the batch's id.
+//! - An insert that failed without a clear answer (connection cut, timeout, restart with a
+//!   batch in flight) is settled before anything is sent again: the shipper waits until no
+//!   insert of that batch is still running on the server, asks which of the batch's rows
+//!   landed, and sends only the others. No row is lost and none lands twice.
+//! - A batch the server refuses several times (its data, not an outage) is moved to
+//!   `rejected/` in the spool directory, reported by `flush`, and skipped.
 
 use crate::error::StoreError;
-use crate::rows::{EventRow, TaskRow};
+use crate::rows::{EventRow, Shipped, TaskRow};
+use crate::spool::{Spool, SpoolError, SpoolOptions, SpoolReader, SpoolRecord, SpoolStatus};
 use clickhouse::Client;
 use isometer_core::{TaskRecord, UsageEvent};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// Batching knobs.
-#[derive(Debug, Clone, Copy)]
+/// Where the spool lives and how batches are formed.
+#[derive(Debug, Clone)]
 pub struct WriterOptions {
-    /// Insert as soon as this many rows are waiting.
+    /// The spool directory; `None` uses a private temporary one, removed when the writer
+    /// is dropped (tests, and commands that keep no data directory).
+    pub spool_dir: Option<PathBuf>,
+    pub spool: SpoolOptions,
+    /// Ship as soon as this many rows are waiting.
     pub batch_rows: usize,
-    /// Insert rows no later than this after the first of them arrived.
+    /// Most rows in one insert.
+    pub max_batch_rows: usize,
+    /// Ship rows no later than this after the first of them was appended.
     pub max_delay: Duration,
-    /// Records queued before callers wait.
-    pub queue: usize,
 }
 
 impl Default for WriterOptions {
     fn default() -> Self {
         WriterOptions {
+            spool_dir: None,
+            spool: SpoolOptions::default(),
             batch_rows: 10_000,
+            max_batch_rows: 100_000,
             max_delay: Duration::from_millis(200),
-            queue: 10_000,
         }
     }
 }
 
-enum Command {
-    Record(Vec<EventRow>, Box<TaskRow>),
-    Flush(oneshot::Sender<Result<(), StoreError>>),
-}
-
-/// Handle to the writer task; cheap to clone.
-#[derive(Debug, Clone)]
-pub struct UsageWriter {
-    tx: mpsc::Sender<Command>,
-}
-
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Command::Record(events, _) => write!(f, "Record({} events)", events.len()),
-            Command::Flush(_) => f.write_str("Flush"),
-        }
-    }
-}
-
-/// Attempts at a batch the server refused, before it is reported as failed.
+/// Refusals of the same batch (server errors, not outages) before it is set aside.
 const REFUSED_ATTEMPTS: u32 = 5;
 /// Time allowed to send a batch, and to wait for the server's answer.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+const CHECKPOINT_FILE: &str = "checkpoint";
+const REJECTED_DIR: &str = "rejected";
+
+/// What the shipper has done, for `flush` and status.
+#[derive(Debug, Clone, Default)]
+struct ShipState {
+    /// Every record below this is in ClickHouse (or set aside as rejected).
+    shipped: u64,
+    /// Batches set aside so far, and the last one's description.
+    rejected: u64,
+    last_rejected: Option<Rejected>,
+    /// The last failure, while the shipper is retrying.
+    last_error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Rejected {
+    table: String,
+    rows: usize,
+    reason: String,
+    kept: PathBuf,
+}
+
+/// Handle to the spool and its shipper; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct UsageWriter {
+    spool: Spool,
+    state: watch::Receiver<ShipState>,
+    /// Rejected batches `flush` has already reported.
+    reported: Arc<AtomicU64>,
+    _temporary: Option<Arc<TemporaryDir>>,
+}
+
+/// A private spool directory, removed with the last writer handle.
+#[derive(Debug)]
+struct TemporaryDir(PathBuf);
+
+impl Drop for TemporaryDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Live figures of the writer: the spool's and the shipper's.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WriterStatus {
+    pub spool: SpoolStatus,
+    pub rejected_batches: u64,
+    pub last_error: Option<String>,
+}
 
 impl UsageWriter {
-    pub(crate) fn spawn(client: Client, options: WriterOptions) -> Self {
-        let (tx, rx) = mpsc::channel(options.queue.max(1));
-        tokio::spawn(run(client, options, rx));
-        UsageWriter { tx }
+    /// Opens the spool (replaying what an earlier process left) and starts the shipper.
+    pub(crate) fn spawn(client: Client, options: WriterOptions) -> Result<Self, StoreError> {
+        let (dir, temporary) = match &options.spool_dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                static NEXT: AtomicU64 = AtomicU64::new(0);
+                let dir = std::env::temp_dir().join(format!(
+                    "isometer-spool-{}-{}",
+                    std::process::id(),
+                    NEXT.fetch_add(1, Ordering::Relaxed)
+                ));
+                (dir.clone(), Some(Arc::new(TemporaryDir(dir))))
+            }
+        };
+        std::fs::create_dir_all(&dir).map_err(|source| SpoolError::Io {
+            dir: dir.clone(),
+            source,
+        })?;
+        let checkpoint = Checkpoint::read(&dir)?;
+        let spool = Spool::open(&dir, options.spool.clone(), checkpoint.shipped)?;
+        let (state_tx, state) = watch::channel(ShipState {
+            shipped: checkpoint.shipped,
+            ..ShipState::default()
+        });
+        let shipper = Shipper {
+            client,
+            reader: spool.reader(checkpoint.shipped),
+            spool: spool.clone(),
+            dir,
+            options,
+            state: state_tx,
+            nonce: format!(
+                "{:x}{:x}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos())
+            ),
+        };
+        tokio::spawn(shipper.run(checkpoint.pending));
+        Ok(UsageWriter {
+            spool,
+            state,
+            reported: Arc::default(),
+            _temporary: temporary,
+        })
     }
 
-    /// Queues one task's attempts and its task record. A value that cannot be stored
-    /// (money beyond the column's range) is refused here, before anything is queued.
+    /// Appends one task's attempts and its task record to the spool; returns once they are
+    /// durable. A value that cannot be stored (money beyond the column's range) is refused
+    /// before anything is written; a full spool refuses with [`StoreError::SpoolFull`].
     pub async fn record(
         &self,
         events: Vec<UsageEvent>,
         task: TaskRecord,
     ) -> Result<(), StoreError> {
-        let events = events
-            .iter()
-            .map(EventRow::try_from)
-            .collect::<Result<Vec<_>, _>>()?;
-        let task = Box::new(TaskRow::try_from(&task)?);
-        self.tx
-            .send(Command::Record(events, task))
-            .await
-            .map_err(|_| StoreError::WriterClosed)
+        let payload = encode_task(&events, &task)?;
+        let rows = u32::try_from(events.len() + 1).unwrap_or(u32::MAX);
+        match self.spool.append(payload, rows).await {
+            Ok(_) => Ok(()),
+            Err(SpoolError::Full { .. }) => Err(StoreError::SpoolFull),
+            Err(e) => Err(e.into()),
+        }
     }
 
-    /// Waits until everything recorded before this call is in ClickHouse. Fails when a
-    /// batch since the previous flush was refused by the server and given up.
+    /// Appends many tasks at once (bulk loads and benchmarks); one durability wait.
+    pub async fn record_many(
+        &self,
+        tasks: &[(Vec<UsageEvent>, TaskRecord)],
+    ) -> Result<(), StoreError> {
+        let records = tasks
+            .iter()
+            .map(|(events, task)| {
+                let rows = u32::try_from(events.len() + 1).unwrap_or(u32::MAX);
+                encode_task(events, task).map(|payload| (payload, rows))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        match self.spool.append_many(records).await {
+            Ok(_) => Ok(()),
+            Err(SpoolError::Full { .. }) => Err(StoreError::SpoolFull),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether a new task may start: false while the spool is full.
+    pub fn has_room(&self) -> bool {
+        self.spool.has_room()
+    }
+
+    /// Waits until everything recorded before this call is in ClickHouse. Fails, once per
+    /// rejected batch, when a batch since the previous flush was set aside.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Command::Flush(done))
+        let target = self.spool.durable();
+        let mut state = self.state.clone();
+        state
+            .wait_for(|s| s.shipped >= target)
             .await
             .map_err(|_| StoreError::WriterClosed)?;
-        wait.await.map_err(|_| StoreError::WriterClosed)?
+        let state = state.borrow().clone();
+        let seen = self.reported.swap(state.rejected, Ordering::Relaxed);
+        match state.last_rejected {
+            Some(r) if state.rejected > seen => Err(StoreError::BatchRefused {
+                table: r.table,
+                rows: r.rows,
+                reason: r.reason,
+                kept: r.kept,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The spool's figures and the shipper's last error.
+    pub fn status(&self) -> Result<WriterStatus, StoreError> {
+        let state = self.state.borrow().clone();
+        Ok(WriterStatus {
+            spool: SpoolStatus::read(self.spool.dir(), state.shipped)?,
+            rejected_batches: state.rejected,
+            last_error: state.last_error,
+        })
     }
 }
 
-/// The writer task's buffers, and the first batch it gave up since the last flush.
-struct Batches {
+/// Reads a spool directory's figures without opening it (a running isometer may hold it).
+pub fn spool_status(dir: &Path) -> Result<SpoolStatus, StoreError> {
+    let checkpoint = Checkpoint::read(dir)?;
+    Ok(SpoolStatus::read(dir, checkpoint.shipped)?)
+}
+
+/// A task's rows as one spool record.
+fn encode_task(events: &[UsageEvent], task: &TaskRecord) -> Result<Vec<u8>, StoreError> {
+    let events = events
+        .iter()
+        .map(EventRow::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    let task = TaskRow::try_from(task)?;
+    postcard::to_allocvec(&(events, task))
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode a spool record: {e}")))
+}
+
+fn decode_task(record: &SpoolRecord) -> Result<(Vec<EventRow>, TaskRow), StoreError> {
+    postcard::from_bytes(&record.payload).map_err(|e| {
+        StoreError::Corrupt(format!("spool record {} does not decode: {e}", record.seq))
+    })
+}
+
+/// The shipper's progress on disk: `shipped N`, and `pending FIRST END` while a batch is
+/// being inserted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Checkpoint {
+    shipped: u64,
+    pending: Option<(u64, u64)>,
+}
+
+impl Checkpoint {
+    fn read(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join(CHECKPOINT_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Checkpoint::default()),
+            Err(source) => {
+                return Err(SpoolError::Io {
+                    dir: dir.to_owned(),
+                    source,
+                }
+                .into());
+            }
+        };
+        let bad = || StoreError::Corrupt(format!("{} is not a shipper checkpoint", path.display()));
+        let mut checkpoint = Checkpoint::default();
+        for line in text.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["shipped", n] => checkpoint.shipped = n.parse().map_err(|_| bad())?,
+                ["pending", a, b] => {
+                    checkpoint.pending =
+                        Some((a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?));
+                }
+                [] => {}
+                _ => return Err(bad()),
+            }
+        }
+        Ok(checkpoint)
+    }
+
+    /// Replaces the checkpoint atomically and durably.
+    fn write(&self, dir: &Path) -> std::io::Result<()> {
+        let mut text = format!("shipped {}\n", self.shipped);
+        if let Some((first, end)) = self.pending {
+            text.push_str(&format!("pending {first} {end}\n"));
+        }
+        let temporary = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
+        {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&temporary)?;
+            file.write_all(text.as_bytes())?;
+            file.sync_data()?;
+        }
+        std::fs::rename(&temporary, dir.join(CHECKPOINT_FILE))?;
+        std::fs::File::open(dir)?.sync_all()
+    }
+}
+
+/// One batch: a range of spool records and their rows.
+#[derive(Debug, Default)]
+struct Batch {
+    first: u64,
+    end: u64,
     events: Vec<EventRow>,
     tasks: Vec<TaskRow>,
-    failed: Option<StoreError>,
+    records: Vec<SpoolRecord>,
 }
 
-async fn run(client: Client, options: WriterOptions, mut rx: mpsc::Receiver<Command>) {
-    let mut batches = Batches {
-        events: Vec::new(),
-        tasks: Vec::new(),
-        failed: None,
-    };
-    let mut first_at: Option<Instant> = None;
-    loop {
-        let due = first_at.map(|t| t + options.max_delay);
-        let command = tokio::select! {
-            c = rx.recv() => c,
-            () = sleep_until(due), if due.is_some() => {
-                batches.insert_all(&client).await;
-                first_at = None;
-                continue;
-            }
-        };
-        match command {
-            Some(Command::Record(events, task)) => {
-                batches.events.extend(events);
-                batches.tasks.push(*task);
-                first_at.get_or_insert_with(Instant::now);
-                if batches.events.len() + batches.tasks.len() >= options.batch_rows {
-                    batches.insert_all(&client).await;
-                    first_at = None;
+impl Batch {
+    fn rows(&self) -> usize {
+        self.events.len() + self.tasks.len()
+    }
+
+    fn add(&mut self, record: SpoolRecord) -> Result<(), StoreError> {
+        let (events, task) = decode_task(&record)?;
+        if self.records.is_empty() {
+            self.first = record.seq;
+        }
+        self.end = record.seq + 1;
+        self.events.extend(events);
+        self.tasks.push(task);
+        self.records.push(record);
+        Ok(())
+    }
+
+    fn stamp(&mut self) {
+        let id = self.first;
+        self.events.iter_mut().for_each(|r| r.set_batch(id));
+        self.tasks.iter_mut().for_each(|r| r.set_batch(id));
+    }
+}
+
+struct Shipper {
+    client: Client,
+    spool: Spool,
+    reader: SpoolReader,
+    dir: PathBuf,
+    options: WriterOptions,
+    state: watch::Sender<ShipState>,
+    /// Distinguishes this process's insert query ids from an earlier one's.
+    nonce: String,
+}
+
+impl Shipper {
+    async fn run(mut self, pending: Option<(u64, u64)>) {
+        // A batch that was in flight when the last process stopped: settle it first.
+        if let Some((first, end)) = pending {
+            match self.read_batch(first, end) {
+                Ok(batch) => self.ship(batch, true).await,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read back the batch in flight; shipper stopped");
+                    self.note_error(e.to_string());
+                    return;
                 }
             }
-            Some(Command::Flush(done)) => {
-                batches.insert_all(&client).await;
-                first_at = None;
-                let _ = done.send(batches.failed.take().map_or(Ok(()), Err));
+        }
+        loop {
+            let batch = match self.gather().await {
+                Ok(Some(batch)) => batch,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the spool; shipper stopped");
+                    self.note_error(e.to_string());
+                    return;
+                }
+            };
+            self.ship(batch, false).await;
+        }
+    }
+
+    fn read_batch(&mut self, first: u64, end: u64) -> Result<Batch, StoreError> {
+        let mut reader = self.spool.reader(first);
+        let mut batch = Batch::default();
+        while reader.position() < end {
+            match reader.next_record()? {
+                Some(record) => batch.add(record)?,
+                None => break,
             }
-            None => {
-                batches.insert_all(&client).await;
-                return;
+        }
+        self.reader = self.spool.reader(end.max(first));
+        Ok(batch)
+    }
+
+    /// Collects the next batch: enough rows, or rows old enough. `None` when the spool is
+    /// closed.
+    async fn gather(&mut self) -> Result<Option<Batch>, StoreError> {
+        let mut batch = Batch::default();
+        let mut due: Option<Instant> = None;
+        loop {
+            while batch.rows() < self.options.max_batch_rows {
+                match self.reader.next_record()? {
+                    Some(record) => batch.add(record)?,
+                    None => break,
+                }
+            }
+            if batch.rows() >= self.options.batch_rows.min(self.options.max_batch_rows) {
+                return Ok(Some(batch));
+            }
+            if !batch.records.is_empty() {
+                let due = *due.get_or_insert_with(|| Instant::now() + self.options.max_delay);
+                if Instant::now() >= due {
+                    return Ok(Some(batch));
+                }
+                let more = self.spool.wait_beyond(self.reader.position());
+                let _ = tokio::time::timeout_at(due, more).await;
+            } else {
+                self.spool.wait_beyond(self.reader.position()).await;
             }
         }
     }
-}
 
-async fn sleep_until(due: Option<Instant>) {
-    if let Some(due) = due {
-        tokio::time::sleep_until(due).await;
-    }
-}
-
-impl Batches {
-    /// Inserts both buffers; events first, so a task never shows without its attempts.
-    async fn insert_all(&mut self, client: &Client) {
-        if !self.events.is_empty() {
-            let result = insert_with_retry(client, "usage_events", &self.events).await;
-            self.note(result);
-            self.events.clear();
+    /// Inserts a batch exactly once, then moves the checkpoint past it.
+    async fn ship(&mut self, mut batch: Batch, in_doubt: bool) {
+        if batch.records.is_empty() {
+            return;
         }
-        if !self.tasks.is_empty() {
-            let result = insert_with_retry(client, "tasks", &self.tasks).await;
-            self.note(result);
-            self.tasks.clear();
-        }
-    }
-
-    fn note(&mut self, result: Result<(), StoreError>) {
-        if let Err(e) = result {
-            tracing::error!(error = %e, "usage batch given up");
-            self.failed.get_or_insert(e);
-        }
-    }
-}
-
-/// Retries an unreachable or slow server until it answers (an outage heals; callers wait
-/// meanwhile), and a batch the server refused a few times before giving it up.
-async fn insert_with_retry<T>(client: &Client, table: &str, rows: &[T]) -> Result<(), StoreError>
-where
-    T: clickhouse::RowOwned + clickhouse::RowWrite,
-{
-    let mut backoff = Duration::from_millis(100);
-    let mut refused = 0;
-    loop {
-        let error = match insert(client, table, rows).await {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
+        batch.stamp();
+        let intent = Checkpoint {
+            shipped: batch.first,
+            pending: Some((batch.first, batch.end)),
         };
-        let outage = matches!(
-            error,
-            clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut
-        );
-        if !outage {
-            refused += 1;
-            if refused >= REFUSED_ATTEMPTS {
-                return Err(StoreError::BatchRefused {
-                    table: table.to_owned(),
-                    rows: rows.len(),
-                    source: error,
-                });
-            }
+        self.write_checkpoint(intent).await;
+        // Events first: a task never shows without its attempts.
+        let mut rejected = None;
+        if let Err(r) = self.settle(&mut batch.events, batch.first, in_doubt).await {
+            rejected = Some(r);
+        } else if let Err(r) = self.settle(&mut batch.tasks, batch.first, in_doubt).await {
+            rejected = Some(r);
         }
-        tracing::warn!(table, rows = rows.len(), error = %error, retry_in = ?backoff, "insert failed");
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        if let Some(mut rejected) = rejected {
+            rejected.kept = self.set_aside(&batch);
+            tracing::error!(
+                table = %rejected.table, rows = rejected.rows, kept = %rejected.kept.display(),
+                "ClickHouse keeps refusing a batch; it is set aside: {}", rejected.reason
+            );
+            self.state.send_modify(|s| {
+                s.rejected += 1;
+                s.last_rejected = Some(rejected);
+            });
+        }
+        let done = Checkpoint {
+            shipped: batch.end,
+            pending: None,
+        };
+        self.write_checkpoint(done).await;
+        if let Err(e) = self.spool.release(batch.end) {
+            tracing::warn!(error = %e, "cannot remove shipped spool segments");
+        }
+        self.state.send_modify(|s| {
+            s.shipped = batch.end;
+            s.last_error = None;
+        });
+    }
+
+    /// Writes the checkpoint, retrying until the disk takes it.
+    async fn write_checkpoint(&self, checkpoint: Checkpoint) {
+        let mut backoff = Duration::from_millis(100);
+        while let Err(e) = checkpoint.write(&self.dir) {
+            tracing::error!(error = %e, "cannot write the shipper checkpoint");
+            self.note_error(format!("checkpoint: {e}"));
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    fn note_error(&self, error: String) {
+        self.state.send_modify(|s| s.last_error = Some(error));
+    }
+
+    /// Inserts `rows` of batch `batch_id` so that each lands exactly once. `in_doubt`: an
+    /// earlier insert of this batch may have landed, so first ask which rows did.
+    async fn settle<T: Shipped>(
+        &self,
+        rows: &mut Vec<T>,
+        batch_id: u64,
+        mut in_doubt: bool,
+    ) -> Result<(), Rejected> {
+        let mut backoff = Duration::from_millis(100);
+        let mut refusals = 0;
+        let mut attempt = 0u32;
+        loop {
+            if in_doubt {
+                match self.landed::<T>(rows, batch_id).await {
+                    Ok(landed) => {
+                        if !landed.is_empty() {
+                            tracing::info!(
+                                table = T::TABLE,
+                                batch_id,
+                                landed = landed.len(),
+                                "rows of a batch in doubt had landed; not sending them again"
+                            );
+                        }
+                        rows.retain(|r| !landed.contains(r.key()));
+                    }
+                    Err(e) => {
+                        if !is_outage(&e) {
+                            refusals += 1;
+                            if refusals >= REFUSED_ATTEMPTS {
+                                return Err(Rejected {
+                                    table: T::TABLE.to_owned(),
+                                    rows: rows.len(),
+                                    reason: e.to_string(),
+                                    kept: PathBuf::new(),
+                                });
+                            }
+                        }
+                        self.retry_later(T::TABLE, &e.to_string(), &mut backoff)
+                            .await;
+                        continue;
+                    }
+                }
+            }
+            if rows.is_empty() {
+                return Ok(());
+            }
+            attempt += 1;
+            let query_id = format!("isometer-{}-{batch_id}-{}-{attempt}", T::TABLE, self.nonce);
+            let error = match insert(&self.client, rows, &query_id).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            // Whatever the error, part of the insert may have been applied: check before
+            // sending again.
+            in_doubt = true;
+            if !is_outage(&error) {
+                refusals += 1;
+                if refusals >= REFUSED_ATTEMPTS {
+                    return Err(Rejected {
+                        table: T::TABLE.to_owned(),
+                        rows: rows.len(),
+                        reason: error.to_string(),
+                        kept: PathBuf::new(),
+                    });
+                }
+            }
+            self.retry_later(T::TABLE, &error.to_string(), &mut backoff)
+                .await;
+        }
+    }
+
+    async fn retry_later(&self, table: &str, error: &str, backoff: &mut Duration) {
+        tracing::warn!(table, error, retry_in = ?backoff, "insert failed");
+        self.note_error(format!("{table}: {error}"));
+        tokio::time::sleep(*backoff).await;
+        *backoff = (*backoff * 2).min(Duration::from_secs(5));
+    }
+
+    /// The keys of the batch's rows already in ClickHouse, once no insert of the batch is
+    /// still running there.
+    async fn landed<T: Shipped>(
+        &self,
+        rows: &[T],
+        batch_id: u64,
+    ) -> Result<HashSet<String>, clickhouse::error::Error> {
+        let prefix = format!("isometer-{}-{batch_id}-%", T::TABLE);
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        loop {
+            let running: u64 = self
+                .client
+                .query("SELECT count() FROM system.processes WHERE query_id LIKE ?")
+                .bind(&prefix)
+                .fetch_one()
+                .await?;
+            if running == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(clickhouse::error::Error::TimedOut);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (low, high) = rows
+            .iter()
+            .map(Shipped::day)
+            .fold((u16::MAX, 0), |(lo, hi), d| (lo.min(d), hi.max(d)));
+        let sql = format!(
+            "SELECT {key} FROM {table} WHERE batch_id = ? AND {day} BETWEEN toDate(?) AND toDate(?)",
+            key = T::KEY,
+            table = T::TABLE,
+            day = T::DAY,
+        );
+        let keys: Vec<String> = self
+            .client
+            .query(&sql)
+            .bind(batch_id)
+            .bind(day_text(low))
+            .bind(day_text(high.max(low)))
+            .fetch_all()
+            .await?;
+        Ok(keys.into_iter().collect())
+    }
+
+    /// Copies a rejected batch's records to `rejected/FIRST.seg`, in the spool's format.
+    fn set_aside(&self, batch: &Batch) -> PathBuf {
+        let dir = self.dir.join(REJECTED_DIR);
+        let path = dir.join(format!("{:020}.seg", batch.first));
+        let mut bytes = Vec::new();
+        for record in &batch.records {
+            crate::spool::encode(
+                &mut bytes,
+                record.seq,
+                record.appended_ms,
+                record.rows,
+                &record.payload,
+            );
+        }
+        let written = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, bytes));
+        if let Err(e) = written {
+            tracing::error!(error = %e, path = %path.display(), "cannot keep a rejected batch");
+        }
+        path
     }
 }
 
-async fn insert<T>(client: &Client, table: &str, rows: &[T]) -> Result<(), clickhouse::error::Error>
-where
-    T: clickhouse::RowOwned + clickhouse::RowWrite,
-{
+/// An error that says nothing about the data: the server is down, unreachable or slow.
+fn is_outage(error: &clickhouse::error::Error) -> bool {
+    matches!(
+        error,
+        clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut
+    )
+}
+
+/// `YYYY-MM-DD` of a day number (days since 1970-01-01).
+fn day_text(day: u16) -> String {
+    chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
+        .and_then(|epoch| epoch.checked_add_days(chrono::Days::new(u64::from(day))))
+        .map_or_else(
+            || "1970-01-01".to_owned(),
+            |d| d.format("%Y-%m-%d").to_string(),
+        )
+}
+
+async fn insert<T: Shipped>(
+    client: &Client,
+    rows: &[T],
+    query_id: &str,
+) -> Result<(), clickhouse::error::Error> {
     let mut insert = client
-        .insert::<T>(table)
+        .insert::<T>(T::TABLE)
         .await?
+        .with_setting("query_id", query_id)
         .with_timeouts(Some(SEND_TIMEOUT), Some(ANSWER_TIMEOUT));
     for row in rows {
         insert.write(row).await?;

@@ -50,7 +50,7 @@ async fn a_policy_allowlist_and_the_task_context_reach_the_tool() {
     let store = isometer_testkit::database().await;
     let gateway = Gateway::new(
         Arc::new(config(&upstream)),
-        store.writer(WriterOptions::default()),
+        store.writer(WriterOptions::default()).expect("writer"),
         Arc::new(SystemClock),
     )
     .expect("gateway");

@@ -61,7 +61,7 @@ fn task(id: &str, tenant: &str, events: &[UsageEvent]) -> TaskRecord {
 #[tokio::test]
 async fn events_and_tasks_read_back_exactly() {
     let store = isometer_testkit::database().await;
-    let writer = store.writer(WriterOptions::default());
+    let writer = store.writer(WriterOptions::default()).expect("writer");
 
     let t1 = vec![
         event("t1", "acme", 1, Outcome::Failed, "0.000000123456"),
@@ -122,11 +122,13 @@ async fn events_and_tasks_read_back_exactly() {
 #[tokio::test]
 async fn rows_wait_for_the_batch_delay_not_for_a_full_batch() {
     let store = isometer_testkit::database().await;
-    let writer = store.writer(WriterOptions {
-        batch_rows: 1_000_000,
-        max_delay: std::time::Duration::from_millis(100),
-        queue: 16,
-    });
+    let writer = store
+        .writer(WriterOptions {
+            batch_rows: 1_000_000,
+            max_delay: std::time::Duration::from_millis(100),
+            ..WriterOptions::default()
+        })
+        .expect("writer");
     let events = vec![event("lonely", "acme", 1, Outcome::Success, "0.01")];
     writer
         .record(events.clone(), task("lonely", "acme", &events))
@@ -145,7 +147,7 @@ async fn rows_wait_for_the_batch_delay_not_for_a_full_batch() {
 async fn a_batch_the_server_refuses_is_reported_by_flush_not_retried_forever() {
     // No migrations: the tables do not exist, so every insert is refused.
     let store = isometer_testkit::empty_database().await;
-    let writer = store.writer(WriterOptions::default());
+    let writer = store.writer(WriterOptions::default()).expect("writer");
     let events = vec![event("refused", "acme", 1, Outcome::Success, "0.01")];
     writer
         .record(events.clone(), task("refused", "acme", &events))
@@ -155,8 +157,11 @@ async fn a_batch_the_server_refuses_is_reported_by_flush_not_retried_forever() {
         .await
         .expect("flush answers within its retry budget");
     match flushed {
-        Err(isometer_store::StoreError::BatchRefused { table, rows, .. }) => {
+        Err(isometer_store::StoreError::BatchRefused {
+            table, rows, kept, ..
+        }) => {
             assert_eq!((table.as_str(), rows), ("usage_events", 1));
+            assert!(kept.is_file(), "the refused records are kept in {kept:?}");
         }
         other => panic!("expected BatchRefused, got {other:?}"),
     }
@@ -167,7 +172,7 @@ async fn a_batch_the_server_refuses_is_reported_by_flush_not_retried_forever() {
 #[tokio::test]
 async fn money_beyond_the_column_is_refused_before_it_is_queued() {
     let store = isometer_testkit::database().await;
-    let writer = store.writer(WriterOptions::default());
+    let writer = store.writer(WriterOptions::default()).expect("writer");
     let mut events = vec![event("huge", "acme", 1, Outcome::Success, "0")];
     events[0].cost = Money::MAX;
     let err = writer

@@ -29,7 +29,7 @@ async fn app() -> (Router, Store, Arc<Gateway>) {
     let gateway = Arc::new(
         Gateway::new(
             Arc::new(config()),
-            store.writer(WriterOptions::default()),
+            store.writer(WriterOptions::default()).expect("writer"),
             Arc::new(SystemClock),
         )
         .expect("gateway"),
@@ -257,7 +257,8 @@ async fn health_is_503_when_clickhouse_is_unreachable() {
             Arc::new(config()),
             isometer_testkit::database()
                 .await
-                .writer(WriterOptions::default()),
+                .writer(WriterOptions::default())
+                .expect("writer"),
             Arc::new(SystemClock),
         )
         .expect("gateway"),

@@ -1,0 +1,831 @@
+//! The durable local spool: usage is appended here, made durable with group commit, and
+//! shipped to ClickHouse from here, so neither an outage nor a crash loses an event.
+//!
+//! The spool is a directory of append-only segments, `<first seq>.seg`, each a sequence of
+//! records:
+//!
+//! ```text
+//! len u32 LE | crc32 u32 LE | seq u64 LE | appended_ms u64 LE | rows u32 LE | payload (len bytes)
+//! ```
+//!
+//! The CRC covers everything after it. Sequence numbers are consecutive across segments.
+//! One thread writes: it takes every record waiting, writes them, and makes them durable
+//! with one `fdatasync` (group commit) before any of their appenders is answered. On open,
+//! every segment is read back and checked; a torn record at the very end of the last
+//! segment (a crash mid-write) is cut off, any other damage is an error that names the
+//! segment and offset. The shipper reads records back in order and releases whole segments
+//! once ClickHouse has them.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+
+const HEADER: usize = 28;
+const SEGMENT_SUFFIX: &str = ".seg";
+
+/// How the spool is laid out and synced.
+#[derive(Debug, Clone)]
+pub struct SpoolOptions {
+    /// A new segment is started once the current one reaches this size.
+    pub segment_bytes: u64,
+    /// Bytes of unshipped segments beyond which new tasks are refused (`throttled`).
+    pub max_bytes: u64,
+    /// Extra time the writer waits to gather more records into one sync; zero syncs as
+    /// soon as the waiting records are written.
+    pub sync_interval: Duration,
+    /// Most records made durable by one sync.
+    pub sync_every: usize,
+}
+
+impl Default for SpoolOptions {
+    fn default() -> Self {
+        SpoolOptions {
+            segment_bytes: 64 << 20,
+            max_bytes: 1 << 30,
+            sync_interval: Duration::ZERO,
+            sync_every: 16_384,
+        }
+    }
+}
+
+/// Why the spool could not take or give a record.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool {}: {source}", dir.display())]
+    Io {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("spool segment {} is damaged at byte {offset}: {reason}", segment.display())]
+    Damaged {
+        segment: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("the spool holds {used} bytes not yet in ClickHouse, its limit is {limit}")]
+    Full { used: u64, limit: u64 },
+    #[error("the spool writer has stopped")]
+    Closed,
+}
+
+/// One record read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolRecord {
+    pub seq: u64,
+    pub appended_ms: u64,
+    /// Rows the record holds (events and task records), for lag figures.
+    pub rows: u32,
+    pub payload: Vec<u8>,
+}
+
+/// A segment on disk: where it starts and how big it is.
+#[derive(Debug, Clone)]
+struct Segment {
+    first_seq: u64,
+    path: PathBuf,
+}
+
+/// State shared by the appenders, the writer thread and the reader.
+#[derive(Debug)]
+struct Shared {
+    dir: PathBuf,
+    options: SpoolOptions,
+    /// Bytes in segments that still hold unshipped records.
+    used: AtomicU64,
+    segments: Mutex<VecDeque<Segment>>,
+    /// Every record below this is durable.
+    durable: watch::Sender<u64>,
+}
+
+/// Records one appender hands over together, and where to send their first sequence
+/// number once they are durable.
+struct Pending {
+    records: Vec<(Vec<u8>, u32)>,
+    appended_ms: u64,
+    done: oneshot::Sender<Result<u64, String>>,
+}
+
+/// The appending side of a spool; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    shared: Arc<Shared>,
+    tx: tokio::sync::mpsc::Sender<Pending>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pending({} records)", self.records.len())
+    }
+}
+
+impl Spool {
+    /// Opens (creating if needed) the spool in `dir`, checks every segment, drops those
+    /// wholly below `shipped` (everything before it is in ClickHouse), and starts the
+    /// writer thread.
+    pub fn open(dir: &Path, options: SpoolOptions, shipped: u64) -> Result<Self, SpoolError> {
+        let io = |source| SpoolError::Io {
+            dir: dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let mut segments = list_segments(dir).map_err(io)?;
+        // The last segment's end: the next sequence number and the valid length.
+        let mut next_seq = shipped;
+        let mut tail: Option<(File, u64)> = None;
+        let count = segments.len();
+        for (i, segment) in segments.iter().enumerate() {
+            let last = i + 1 == count;
+            let (end_seq, valid_len) = check_segment(segment, last)?;
+            next_seq = next_seq.max(end_seq);
+            if last {
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(&segment.path)
+                    .map_err(io)?;
+                let actual = file.metadata().map_err(io)?.len();
+                if actual > valid_len {
+                    tracing::warn!(
+                        segment = %segment.path.display(),
+                        cut = actual - valid_len,
+                        "cutting a torn record off the spool's end"
+                    );
+                    file.set_len(valid_len).map_err(io)?;
+                    file.sync_all().map_err(io)?;
+                }
+                tail = Some((file, valid_len));
+            }
+        }
+        // Segments whose records are all shipped are not needed any more; the last one is
+        // kept as the one to append to.
+        while segments.len() > 1 && segments[1].first_seq <= shipped {
+            if let Some(gone) = segments.pop_front() {
+                std::fs::remove_file(&gone.path).map_err(io)?;
+            }
+        }
+        let used = segments
+            .iter()
+            .map(|s| std::fs::metadata(&s.path).map_or(0, |m| m.len()))
+            .sum();
+        let (durable, _) = watch::channel(next_seq);
+        let shared = Arc::new(Shared {
+            dir: dir.to_owned(),
+            options: options.clone(),
+            used: AtomicU64::new(used),
+            segments: Mutex::new(segments),
+            durable,
+        });
+        let (tx, rx) = tokio::sync::mpsc::channel(options.sync_every.max(1) * 4);
+        let writer = Writer {
+            shared: shared.clone(),
+            tail,
+            next_seq,
+        };
+        std::thread::Builder::new()
+            .name("isometer-spool".into())
+            .spawn(move || writer.run(rx))
+            .map_err(io)?;
+        Ok(Spool { shared, tx })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Whether a new task may start: false once unshipped bytes reach the limit.
+    pub fn has_room(&self) -> bool {
+        self.shared.used.load(Ordering::Relaxed) < self.shared.options.max_bytes
+    }
+
+    /// Appends one record and returns its sequence number once it is durable. Refused
+    /// when the spool is well past its limit (a task admitted just before the limit was
+    /// reached may still record: there is a tenth of the limit of room for those).
+    pub async fn append(&self, payload: Vec<u8>, rows: u32) -> Result<u64, SpoolError> {
+        self.append_many(vec![(payload, rows)]).await
+    }
+
+    /// Appends records (payload, rows) together, in order; returns the first one's
+    /// sequence number once all are durable.
+    pub async fn append_many(&self, records: Vec<(Vec<u8>, u32)>) -> Result<u64, SpoolError> {
+        let used = self.shared.used.load(Ordering::Relaxed);
+        let limit = self.shared.options.max_bytes;
+        if used >= limit.saturating_add(limit / 10) {
+            return Err(SpoolError::Full { used, limit });
+        }
+        let (done, wait) = oneshot::channel();
+        let pending = Pending {
+            records,
+            appended_ms: now_ms(),
+            done,
+        };
+        self.tx
+            .send(pending)
+            .await
+            .map_err(|_| SpoolError::Closed)?;
+        match wait.await {
+            Ok(Ok(seq)) => Ok(seq),
+            Ok(Err(reason)) => Err(SpoolError::Io {
+                dir: self.shared.dir.clone(),
+                source: std::io::Error::other(reason),
+            }),
+            Err(_) => Err(SpoolError::Closed),
+        }
+    }
+
+    /// The first sequence number not yet durable (every record below it is).
+    pub fn durable(&self) -> u64 {
+        *self.shared.durable.borrow()
+    }
+
+    /// Waits until records at or past `seq` are durable.
+    pub async fn wait_beyond(&self, seq: u64) {
+        let mut rx = self.shared.durable.subscribe();
+        let _ = rx.wait_for(|&durable| durable > seq).await;
+    }
+
+    /// A reader of the durable records from `seq` on.
+    pub fn reader(&self, seq: u64) -> SpoolReader {
+        SpoolReader {
+            shared: self.shared.clone(),
+            next: seq,
+            open: None,
+        }
+    }
+
+    /// Forgets the segments whose records are all below `shipped`.
+    pub fn release(&self, shipped: u64) -> Result<(), SpoolError> {
+        let mut segments = self
+            .shared
+            .segments
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        while segments.len() > 1 && segments[1].first_seq <= shipped {
+            let Some(gone) = segments.pop_front() else {
+                break;
+            };
+            let len = std::fs::metadata(&gone.path).map_or(0, |m| m.len());
+            std::fs::remove_file(&gone.path).map_err(|source| SpoolError::Io {
+                dir: self.shared.dir.clone(),
+                source,
+            })?;
+            self.shared.used.fetch_sub(len, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Bytes of segments still holding unshipped records.
+    pub fn used_bytes(&self) -> u64 {
+        self.shared.used.load(Ordering::Relaxed)
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    shared: Arc<Shared>,
+    /// The segment being appended to and its length.
+    tail: Option<(File, u64)>,
+    next_seq: u64,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: tokio::sync::mpsc::Receiver<Pending>) {
+        let options = self.shared.options.clone();
+        let mut group: Vec<Pending> = Vec::new();
+        let mut buffer = Vec::with_capacity(1 << 20);
+        while let Some(first) = rx.blocking_recv() {
+            let mut records = first.records.len();
+            group.push(first);
+            let deadline = std::time::Instant::now() + options.sync_interval;
+            loop {
+                while records < options.sync_every {
+                    match rx.try_recv() {
+                        Ok(pending) => {
+                            records += pending.records.len();
+                            group.push(pending);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                match deadline.checked_duration_since(std::time::Instant::now()) {
+                    Some(left) if records < options.sync_every && !left.is_zero() => {
+                        std::thread::sleep(left.min(Duration::from_millis(1)));
+                    }
+                    _ => break,
+                }
+            }
+            let first_seq = self.next_seq;
+            let result = self.write_group(&group, &mut buffer);
+            match result {
+                Ok(()) => {
+                    self.shared.durable.send_replace(self.next_seq);
+                    let mut seq = first_seq;
+                    for pending in group.drain(..) {
+                        let n = pending.records.len() as u64;
+                        let _ = pending.done.send(Ok(seq));
+                        seq += n;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "spool write failed");
+                    // Nothing of the group counts: undo the sequence numbers.
+                    self.next_seq = first_seq;
+                    let reason = e.to_string();
+                    for pending in group.drain(..) {
+                        let _ = pending.done.send(Err(reason.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn write_group(&mut self, group: &[Pending], buffer: &mut Vec<u8>) -> std::io::Result<()> {
+        let records: Vec<(u64, &[u8], u32)> = group
+            .iter()
+            .flat_map(|p| {
+                p.records
+                    .iter()
+                    .map(|(payload, rows)| (p.appended_ms, payload.as_slice(), *rows))
+            })
+            .collect();
+        let roll_at = self.shared.options.segment_bytes;
+        let mut start = 0;
+        while start < records.len() {
+            if self.tail.as_ref().is_none_or(|(_, len)| *len >= roll_at) {
+                self.roll()?;
+            }
+            let Some((file, len)) = self.tail.as_mut() else {
+                return Err(std::io::Error::other("no segment open"));
+            };
+            buffer.clear();
+            let mut end = start;
+            while end < records.len() && *len + (buffer.len() as u64) < roll_at {
+                let (appended_ms, payload, rows) = records[end];
+                let seq = self.next_seq + (end - start) as u64;
+                encode(buffer, seq, appended_ms, rows, payload);
+                end += 1;
+            }
+            if let Err(e) = file.write_all(buffer) {
+                // Leave no partial record behind for the next write to follow.
+                let _ = file.set_len(*len);
+                return Err(e);
+            }
+            file.sync_data()?;
+            *len += buffer.len() as u64;
+            self.shared
+                .used
+                .fetch_add(buffer.len() as u64, Ordering::Relaxed);
+            self.next_seq += (end - start) as u64;
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// Starts a new segment at the next sequence number.
+    fn roll(&mut self) -> std::io::Result<()> {
+        let path = segment_path(&self.shared.dir, self.next_seq);
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        File::open(&self.shared.dir)?.sync_all()?;
+        let len = file.metadata()?.len();
+        self.tail = Some((file, len));
+        let mut segments = self
+            .shared
+            .segments
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if segments.back().is_none_or(|s| s.path != path) {
+            segments.push_back(Segment {
+                first_seq: self.next_seq,
+                path,
+            });
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn encode(buffer: &mut Vec<u8>, seq: u64, appended_ms: u64, rows: u32, payload: &[u8]) {
+    let start = buffer.len();
+    buffer.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buffer.extend_from_slice(&[0; 4]);
+    buffer.extend_from_slice(&seq.to_le_bytes());
+    buffer.extend_from_slice(&appended_ms.to_le_bytes());
+    buffer.extend_from_slice(&rows.to_le_bytes());
+    buffer.extend_from_slice(payload);
+    let crc = crc32fast::hash(&buffer[start + 8..]);
+    buffer[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Reads durable records in order, across segments.
+#[derive(Debug)]
+pub struct SpoolReader {
+    shared: Arc<Shared>,
+    next: u64,
+    /// The segment being read, its first sequence number and the reader's position.
+    open: Option<(u64, BufReader<File>)>,
+}
+
+impl SpoolReader {
+    /// The sequence number of the next record this reader returns.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
+    /// The next durable record, or `None` when the reader has caught up.
+    pub fn next_record(&mut self) -> Result<Option<SpoolRecord>, SpoolError> {
+        if self.next >= *self.shared.durable.borrow() {
+            return Ok(None);
+        }
+        loop {
+            if self.open.is_none() {
+                self.open_segment_for(self.next)?;
+            }
+            let Some((first_seq, reader)) = self.open.as_mut() else {
+                return Ok(None);
+            };
+            let path = segment_path(&self.shared.dir, *first_seq);
+            match read_record(reader, &path)? {
+                Some(record) if record.seq < self.next => continue,
+                Some(record) if record.seq == self.next => {
+                    self.next += 1;
+                    return Ok(Some(record));
+                }
+                Some(record) => {
+                    return Err(SpoolError::Damaged {
+                        segment: path,
+                        offset: 0,
+                        reason: format!("expected record {}, found {}", self.next, record.seq),
+                    });
+                }
+                // The end of this segment: the record is in the next one.
+                None => {
+                    let has_next = self
+                        .shared
+                        .segments
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .iter()
+                        .any(|s| s.first_seq > *first_seq);
+                    if !has_next {
+                        return Ok(None);
+                    }
+                    self.open = None;
+                    let next = self.next;
+                    self.open_segment_for(next)?;
+                }
+            }
+        }
+    }
+
+    fn open_segment_for(&mut self, seq: u64) -> Result<(), SpoolError> {
+        let segment = {
+            let segments = self
+                .shared
+                .segments
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            segments.iter().rev().find(|s| s.first_seq <= seq).cloned()
+        };
+        let Some(segment) = segment else {
+            return Err(SpoolError::Damaged {
+                segment: self.shared.dir.clone(),
+                offset: 0,
+                reason: format!("no segment holds record {seq}"),
+            });
+        };
+        let file = File::open(&segment.path).map_err(|source| SpoolError::Io {
+            dir: self.shared.dir.clone(),
+            source,
+        })?;
+        self.open = Some((segment.first_seq, BufReader::with_capacity(1 << 20, file)));
+        Ok(())
+    }
+}
+
+/// Reads one record; `None` at a clean end. A short or damaged record is an error.
+fn read_record(reader: &mut impl Read, path: &Path) -> Result<Option<SpoolRecord>, SpoolError> {
+    let damaged = |reason: String| SpoolError::Damaged {
+        segment: path.to_owned(),
+        offset: 0,
+        reason,
+    };
+    let mut header = [0u8; HEADER];
+    match read_full(reader, &mut header) {
+        Ok(0) => return Ok(None),
+        Ok(n) if n < HEADER => return Err(damaged("a record header is cut short".into())),
+        Ok(_) => {}
+        Err(e) => return Err(damaged(e.to_string())),
+    }
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let mut payload = vec![0u8; len];
+    match read_full(reader, &mut payload) {
+        Ok(n) if n == len => {}
+        Ok(_) => return Err(damaged("a record is cut short".into())),
+        Err(e) => return Err(damaged(e.to_string())),
+    }
+    let (record, crc_ok) = decode_header(&header, payload);
+    if !crc_ok {
+        return Err(damaged(format!("record {} fails its checksum", record.seq)));
+    }
+    Ok(Some(record))
+}
+
+fn decode_header(header: &[u8; HEADER], payload: Vec<u8>) -> (SpoolRecord, bool) {
+    let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap_or([0; 8]));
+    let stored = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&header[8..]);
+    hasher.update(&payload);
+    let record = SpoolRecord {
+        seq: word(8),
+        appended_ms: word(16),
+        rows: u32::from_le_bytes([header[24], header[25], header[26], header[27]]),
+        payload,
+    };
+    (record, hasher.finalize() == stored)
+}
+
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Checks a segment on open: returns the sequence number after its last record and the
+/// length of its valid part. Only the last segment may end in a torn record.
+fn check_segment(segment: &Segment, last: bool) -> Result<(u64, u64), SpoolError> {
+    let io = |source| SpoolError::Io {
+        dir: segment.path.clone(),
+        source,
+    };
+    let file = File::open(&segment.path).map_err(io)?;
+    let total = file.metadata().map_err(io)?.len();
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut offset = 0u64;
+    let mut expected = segment.first_seq;
+    loop {
+        let mut header = [0u8; HEADER];
+        let n = read_full(&mut reader, &mut header).map_err(io)?;
+        if n == 0 {
+            return Ok((expected, offset));
+        }
+        let torn = |reason: &str| -> Result<(u64, u64), SpoolError> {
+            if last {
+                Ok((expected, offset))
+            } else {
+                Err(SpoolError::Damaged {
+                    segment: segment.path.clone(),
+                    offset,
+                    reason: reason.to_owned(),
+                })
+            }
+        };
+        if n < HEADER {
+            return torn("a record header is cut short");
+        }
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as u64;
+        if offset + HEADER as u64 + len > total {
+            return torn("a record is cut short");
+        }
+        let mut payload = vec![0u8; len as usize];
+        read_full(&mut reader, &mut payload).map_err(io)?;
+        let (record, crc_ok) = decode_header(&header, payload);
+        if !crc_ok {
+            // A bad checksum on the very last record is a torn write; anywhere else the
+            // data is damaged and must not be skipped silently.
+            let at_end = offset + HEADER as u64 + len == total;
+            if at_end {
+                return torn("the last record fails its checksum");
+            }
+            return Err(SpoolError::Damaged {
+                segment: segment.path.clone(),
+                offset,
+                reason: format!("record {} fails its checksum", record.seq),
+            });
+        }
+        if record.seq != expected {
+            return Err(SpoolError::Damaged {
+                segment: segment.path.clone(),
+                offset,
+                reason: format!("expected record {expected}, found {}", record.seq),
+            });
+        }
+        expected += 1;
+        offset += HEADER as u64 + len;
+    }
+}
+
+fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("{first_seq:020}{SEGMENT_SUFFIX}"))
+}
+
+fn list_segments(dir: &Path) -> std::io::Result<VecDeque<Segment>> {
+    let mut segments: Vec<Segment> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let first_seq = name.strip_suffix(SEGMENT_SUFFIX)?.parse().ok()?;
+            Some(Segment {
+                first_seq,
+                path: entry.path(),
+            })
+        })
+        .collect();
+    segments.sort_by_key(|s| s.first_seq);
+    Ok(segments.into())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// What the spool holds, for `isometer spool status` and metrics; read from the files.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SpoolStatus {
+    pub dir: PathBuf,
+    pub segments: usize,
+    pub bytes: u64,
+    /// Everything below this sequence number is in ClickHouse.
+    pub shipped_seq: u64,
+    /// The next sequence number to be appended.
+    pub next_seq: u64,
+    /// Records and rows (events and task records) not yet in ClickHouse.
+    pub lag_records: u64,
+    pub lag_rows: u64,
+    /// When the oldest unshipped record was appended (ms since the epoch), if any.
+    pub oldest_unshipped_ms: Option<u64>,
+}
+
+impl SpoolStatus {
+    /// Reads a spool directory without opening it for writing (a running isometer may
+    /// hold it). `shipped` comes from the shipper's checkpoint.
+    pub fn read(dir: &Path, shipped: u64) -> Result<Self, SpoolError> {
+        let io = |source| SpoolError::Io {
+            dir: dir.to_owned(),
+            source,
+        };
+        let segments = list_segments(dir).map_err(io)?;
+        let mut status = SpoolStatus {
+            dir: dir.to_owned(),
+            segments: segments.len(),
+            bytes: 0,
+            shipped_seq: shipped,
+            next_seq: shipped,
+            lag_records: 0,
+            lag_rows: 0,
+            oldest_unshipped_ms: None,
+        };
+        for segment in &segments {
+            let file = File::open(&segment.path).map_err(io)?;
+            status.bytes += file.metadata().map_err(io)?.len();
+            let mut reader = BufReader::with_capacity(1 << 20, file);
+            // A record being written right now may be incomplete: stop at the first
+            // record that does not read whole.
+            while let Ok(Some(record)) = read_record(&mut reader, &segment.path) {
+                status.next_seq = status.next_seq.max(record.seq + 1);
+                if record.seq >= shipped {
+                    status.lag_records += 1;
+                    status.lag_rows += u64::from(record.rows);
+                    status.oldest_unshipped_ms.get_or_insert(record.appended_ms);
+                }
+            }
+        }
+        Ok(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> SpoolOptions {
+        SpoolOptions {
+            segment_bytes: 4096,
+            max_bytes: 1 << 20,
+            ..SpoolOptions::default()
+        }
+    }
+
+    fn drain(spool: &Spool, from: u64) -> Vec<SpoolRecord> {
+        let mut reader = spool.reader(from);
+        let mut records = Vec::new();
+        while let Some(record) = reader.next_record().expect("reads") {
+            records.push(record);
+        }
+        records
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_survive_a_reopen_across_segments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path(), options(), 0).expect("opens");
+        let mut appends = Vec::new();
+        for i in 0..300u32 {
+            let spool = spool.clone();
+            appends.push(tokio::spawn(async move {
+                spool.append(format!("record {i}").into_bytes(), 2).await
+            }));
+        }
+        let mut seqs = Vec::new();
+        for append in appends {
+            seqs.push(append.await.expect("joined").expect("appended"));
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (0..300).collect::<Vec<_>>());
+        assert!(list_segments(dir.path()).expect("list").len() > 2);
+        let before = drain(&spool, 0);
+        assert_eq!(before.len(), 300);
+        drop(spool);
+
+        let reopened = Spool::open(dir.path(), options(), 0).expect("reopens");
+        assert_eq!(drain(&reopened, 0), before);
+        assert_eq!(
+            reopened
+                .append(b"after".to_vec(), 1)
+                .await
+                .expect("appends"),
+            300
+        );
+        assert_eq!(drain(&reopened, 300)[0].payload, b"after");
+
+        // Shipped segments go; the status counts what is left.
+        reopened.release(200).expect("released");
+        let status = SpoolStatus::read(dir.path(), 200).expect("status");
+        assert_eq!((status.lag_records, status.lag_rows), (101, 201));
+        assert_eq!(status.next_seq, 301);
+        assert!(status.oldest_unshipped_ms.is_some());
+        assert_eq!(drain(&reopened, 200).len(), 101);
+    }
+
+    #[tokio::test]
+    async fn a_torn_tail_is_cut_and_damage_elsewhere_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path(), options(), 0).expect("opens");
+        for i in 0..3u8 {
+            spool.append(vec![i; 100], 1).await.expect("appends");
+        }
+        drop(spool);
+        let segment = list_segments(dir.path()).expect("list")[0].path.clone();
+        let whole = std::fs::read(&segment).expect("read");
+
+        // A crash mid-write leaves half a record: it is cut off, the rest is kept.
+        std::fs::write(&segment, &whole[..whole.len() - 40]).expect("tear");
+        let spool = Spool::open(dir.path(), options(), 0).expect("opens");
+        assert_eq!(drain(&spool, 0).len(), 2);
+        assert_eq!(spool.append(vec![9; 10], 1).await.expect("appends"), 2);
+        drop(spool);
+
+        // A flipped byte in the first record is damage, not a tail.
+        let mut bytes = std::fs::read(&segment).expect("read");
+        bytes[HEADER + 10] ^= 1;
+        std::fs::write(&segment, &bytes).expect("damage");
+        let err = Spool::open(dir.path(), options(), 0).expect_err("refused");
+        assert!(
+            err.to_string().contains("record 0 fails its checksum"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_spool_refuses_and_frees_up_when_shipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tight = SpoolOptions {
+            segment_bytes: 1024,
+            max_bytes: 4096,
+            ..SpoolOptions::default()
+        };
+        let spool = Spool::open(dir.path(), tight, 0).expect("opens");
+        let mut appended = 0;
+        while spool.has_room() {
+            spool.append(vec![7; 200], 1).await.expect("appends");
+            appended += 1;
+        }
+        assert!(appended >= 15, "{appended}");
+        // Past the limit and its margin, appends are refused.
+        let mut refused = None;
+        for _ in 0..100 {
+            if let Err(e) = spool.append(vec![7; 200], 1).await {
+                refused = Some(e);
+                break;
+            }
+        }
+        assert!(
+            matches!(refused, Some(SpoolError::Full { .. })),
+            "{refused:?}"
+        );
+        spool.release(spool.durable()).expect("released");
+        assert!(spool.has_room());
+        assert!(spool.used_bytes() <= 1024 + 256, "{}", spool.used_bytes());
+    }
+}
