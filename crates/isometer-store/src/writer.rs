@@ -88,7 +88,19 @@ pub struct UsageWriter {
     state: watch::Receiver<ShipState>,
     /// Rejected batches `flush` has already reported.
     reported: Arc<AtomicU64>,
+    /// Stops the shipper when the last handle goes; what it had not shipped stays in the
+    /// spool for the next start.
+    _shipper: Arc<StopOnDrop>,
     _temporary: Option<Arc<TemporaryDir>>,
+}
+
+#[derive(Debug)]
+struct StopOnDrop(tokio::task::AbortHandle);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A private spool directory, removed with the last writer handle.
@@ -149,11 +161,12 @@ impl UsageWriter {
                     .map_or(0, |d| d.as_nanos())
             ),
         };
-        tokio::spawn(shipper.run(checkpoint.pending));
+        let shipper = tokio::spawn(shipper.run(checkpoint.pending));
         Ok(UsageWriter {
             spool,
             state,
             reported: Arc::default(),
+            _shipper: Arc::new(StopOnDrop(shipper.abort_handle())),
             _temporary: temporary,
         })
     }
