@@ -43,6 +43,26 @@ enum Command {
     Serve(ServeArgs),
     /// Start ClickHouse, run a multi-tenant workload, then serve the dashboard.
     Demo(DemoArgs),
+    /// The local usage spool.
+    #[command(subcommand)]
+    Spool(SpoolCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SpoolCommand {
+    /// What the spool holds that ClickHouse does not have yet: records, rows, bytes and the
+    /// age of the oldest. Reads the files only; safe while isometer runs.
+    Status(SpoolStatusArgs),
+}
+
+#[derive(Debug, Args)]
+struct SpoolStatusArgs {
+    /// The database whose spool to read (default: that of `serve`).
+    #[arg(long)]
+    of: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]

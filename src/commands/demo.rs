@@ -25,7 +25,7 @@ pub(crate) async fn demo(
     let database = DEMO_DATABASE;
     let store = Store::open_fresh(url, database).await?;
     // The demo starts from nothing: its spool too.
-    let spool = cli.data_dir.join("spool").join(database);
+    let spool = super::spool_dir(cli, database);
     if spool.exists() {
         std::fs::remove_dir_all(&spool)
             .with_context(|| format!("cannot clear the demo's spool {}", spool.display()))?;

@@ -46,6 +46,7 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let (_server, url) = clickhouse(&cli)?;
             runtime.block_on(serve::serve(&cli, args, &url, shutdown))
         }
+        Command::Spool(crate::SpoolCommand::Status(args)) => spool_status(&cli, args),
         Command::Demo(args) => {
             let shutdown = shutdown()?;
             let (_server, url) = clickhouse(&cli)?;
@@ -53,6 +54,53 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     // `_server`, when isometer started one, is stopped here as it goes out of scope.
+}
+
+/// Where usage for `database` is spooled.
+fn spool_dir(cli: &Cli, database: &str) -> std::path::PathBuf {
+    cli.data_dir.join("spool").join(database)
+}
+
+fn spool_status(cli: &Cli, args: &crate::SpoolStatusArgs) -> anyhow::Result<ExitCode> {
+    let database = match &args.of {
+        Some(name) => name.clone(),
+        None => database(cli)?,
+    };
+    let dir = spool_dir(cli, &database);
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "there is no spool at {} (nothing was recorded for database {database} with this --data-dir)",
+            dir.display()
+        );
+    }
+    let status = isometer_store::spool_status(&dir)?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let lag_seconds = status
+        .oldest_unshipped_ms
+        .map(|t| now_ms.saturating_sub(t) as f64 / 1000.0);
+    if args.json {
+        let mut value = serde_json::to_value(&status)?;
+        value["lag_seconds"] = serde_json::json!(lag_seconds);
+        println!("{value}");
+    } else {
+        println!("spool      {}", status.dir.display());
+        println!("segments   {} ({} bytes)", status.segments, status.bytes);
+        println!(
+            "shipped    every record below {} (next to append: {})",
+            status.shipped_seq, status.next_seq
+        );
+        println!(
+            "lag        {} records, {} rows (events and task records){}",
+            status.lag_records,
+            status.lag_rows,
+            lag_seconds
+                .map(|s| format!(", oldest appended {s:.1} s ago"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The wasm runtime, with compiled tools cached under the data directory.

@@ -24,7 +24,7 @@ pub(crate) async fn serve(
         config,
         super::wasm_runtime(cli)?,
         store.writer(WriterOptions {
-            spool_dir: Some(cli.data_dir.join("spool").join(store.database())),
+            spool_dir: Some(super::spool_dir(cli, store.database())),
             ..WriterOptions::default()
         })?,
         Arc::new(SystemClock),

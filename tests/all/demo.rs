@@ -35,5 +35,34 @@ async fn the_demo_seeds_clickhouse_and_leaves_no_server_running() {
     assert!(totals.events >= 1_000, "{totals:?}");
     assert_eq!(totals.events, totals.tasks, "one attempt per task so far");
     assert!(totals.tenants >= 3 && totals.tools >= 3, "{totals:?}");
+    // Raw tables and rollups agree, every task once.
+    let store = Store::new(&server.url(), "isometer_demo");
+    let books = store.reconcile().await.expect("reconcile");
+    assert_eq!(
+        (books.tasks, books.distinct_tasks, books.rollup_tasks),
+        (1200, 1200, 1200)
+    );
+    assert_eq!(books.rollup_event_cost, books.event_cost);
     server.stop();
+
+    // The spool it shipped from has nothing left.
+    let status = crate::isometer()
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["spool", "status", "--of", "isometer_demo", "--json"])
+        .output()
+        .expect("runs");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+    assert_eq!(
+        (
+            status["lag_records"].as_u64(),
+            status["shipped_seq"].as_u64()
+        ),
+        (Some(0), Some(1200))
+    );
 }
