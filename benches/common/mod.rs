@@ -1,5 +1,8 @@
 //! Helpers shared by the benchmark suites.
 
+// Each suite uses some of them.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

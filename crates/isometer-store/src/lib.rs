@@ -111,7 +111,25 @@ impl Store {
 }
 
 fn client(url: &str) -> Client {
-    Client::default().with_url(url).with_validation(false)
+    let client = Client::default().with_url(url).with_validation(false);
+    // On loopback, compressing costs CPU the server needs and saves nothing.
+    if is_loopback(url) {
+        client.with_compression(clickhouse::Compression::None)
+    } else {
+        client
+    }
+}
+
+fn is_loopback(url: &str) -> bool {
+    let host = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(url)
+        .split(['/', '?'])
+        .next()
+        .unwrap_or("");
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
 }
 
 fn is_identifier(name: &str) -> bool {

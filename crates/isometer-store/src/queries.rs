@@ -126,6 +126,44 @@ impl crate::Store {
         })
     }
 
+    /// Which of `task_ids` the tasks table holds (freshness probes).
+    pub async fn tasks_present(
+        &self,
+        task_ids: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        if task_ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let found: Vec<String> = self
+            .client
+            .query("SELECT task_id FROM tasks WHERE has(?, task_id)")
+            .bind(task_ids)
+            .fetch_all()
+            .await?;
+        Ok(found.into_iter().collect())
+    }
+
+    /// Inserts events straight into `usage_events` in batches of `batch` rows: no spool,
+    /// no batch ids, no exactly-once. For benchmarks and one-off loads only.
+    pub async fn bulk_insert_events(
+        &self,
+        events: &[UsageEvent],
+        batch: usize,
+    ) -> Result<(), StoreError> {
+        let rows = events
+            .iter()
+            .map(EventRow::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        for chunk in rows.chunks(batch.max(1)) {
+            let mut insert = self.client.insert::<EventRow>("usage_events").await?;
+            for row in chunk {
+                insert.write(row).await?;
+            }
+            insert.end().await?;
+        }
+        Ok(())
+    }
+
     /// Attempts per outcome, most frequent first.
     pub async fn outcome_counts(&self) -> Result<Vec<OutcomeCount>, StoreError> {
         Ok(self

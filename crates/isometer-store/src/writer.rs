@@ -449,13 +449,12 @@ impl Shipper {
             pending: Some((batch.first, batch.end)),
         };
         self.write_checkpoint(intent).await;
-        // Events first: a task never shows without its attempts.
-        let mut rejected = None;
-        if let Err(r) = self.settle(&mut batch.events, batch.first, in_doubt).await {
-            rejected = Some(r);
-        } else if let Err(r) = self.settle(&mut batch.tasks, batch.first, in_doubt).await {
-            rejected = Some(r);
-        }
+        // Both tables at once: ClickHouse parses each insert on its own core.
+        let (events, tasks) = tokio::join!(
+            self.settle(&mut batch.events, batch.first, in_doubt),
+            self.settle(&mut batch.tasks, batch.first, in_doubt)
+        );
+        let rejected = events.err().or(tasks.err());
         if let Some(mut rejected) = rejected {
             rejected.kept = self.set_aside(&batch);
             tracing::error!(
