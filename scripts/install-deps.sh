@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what isometer needs on Debian that is missing: clickhouse-server, the
-# wasm32-wasip1 Rust target, rustfmt and clippy; with the argument `bench`, also
-# bubblewrap (the benchmarks' sandbox peer). Does nothing when all are present.
+# Installs what isometer needs on Debian that is missing: clickhouse-server, zookeeper
+# (for the cluster test), the wasm32-wasip1 Rust target, rustfmt and clippy; with the
+# argument `bench`, also bubblewrap (the benchmarks' sandbox peer). Does nothing when all
+# are present.
 set -euo pipefail
 
 as_root() {
@@ -18,6 +19,13 @@ if ! have_clickhouse; then
   echo "install-deps: installing clickhouse-server (apt)"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server >/dev/null
+fi
+
+if [ ! -f /usr/share/java/zookeeper.jar ]; then
+  # The cluster test runs ON CLUSTER migrations, which ClickHouse coordinates through ZooKeeper.
+  echo "install-deps: installing zookeeper (apt)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeper >/dev/null
 fi
 
 if ! command -v setpriv >/dev/null; then

@@ -27,7 +27,7 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate => {
             let (_server, url) = clickhouse(&cli)?;
             runtime.block_on(async {
-                let store = Store::open(&url, &database(&cli)?).await?;
+                let store = open_store(&cli, &url).await?;
                 let report = store.migrate().await?;
                 for name in &report.applied {
                     println!("applied {name}");
@@ -134,6 +134,15 @@ fn database(cli: &Cli) -> anyhow::Result<String> {
         .clone()
         .or(settings(cli)?.database)
         .unwrap_or_else(|| "isometer".to_owned()))
+}
+
+/// The database of `serve` and `migrate`, on the configured cluster if there is one.
+async fn open_store(cli: &Cli, url: &str) -> anyhow::Result<Store> {
+    let database = database(cli)?;
+    Ok(match settings(cli)?.cluster {
+        Some(cluster) => Store::open_on_cluster(url, &database, &cluster).await?,
+        None => Store::open(url, &database).await?,
+    })
 }
 
 /// How long a shutdown waits for queued usage to reach ClickHouse.

@@ -17,7 +17,7 @@ pub(crate) async fn serve(
     url: &str,
     shutdown: super::Shutdown,
 ) -> anyhow::Result<ExitCode> {
-    let store = Store::open(url, &super::database(cli)?).await?;
+    let store = super::open_store(cli, url).await?;
     store.migrate().await.context("migrating")?;
     let config = Arc::new(Config::load(&cli.config)?);
     let gateway = Gateway::with_runtime(

@@ -36,6 +36,9 @@ struct RawClickHouse {
     url: Option<String>,
     /// Database for `serve` and `migrate` (default `isometer`).
     database: Option<String>,
+    /// A cluster (from the servers' `remote_servers`) to create the tables on: local
+    /// tables on every shard, Distributed tables over them, `ON CLUSTER`.
+    cluster: Option<String>,
 }
 
 /// Validated settings; every field may be overridden on the command line or by environment.
@@ -43,6 +46,7 @@ struct RawClickHouse {
 pub struct Settings {
     pub clickhouse_url: Option<String>,
     pub database: Option<String>,
+    pub cluster: Option<String>,
     pub runtime: RuntimeSettings,
 }
 
@@ -122,6 +126,7 @@ impl Settings {
         Ok(Settings {
             clickhouse_url: raw.clickhouse.url,
             database: raw.clickhouse.database,
+            cluster: raw.clickhouse.cluster,
             runtime: RuntimeSettings {
                 max_in_flight: runtime.max_in_flight,
                 max_memory_bytes: runtime.max_memory_mb.map(|mb| mb << 20),

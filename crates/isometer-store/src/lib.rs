@@ -4,6 +4,7 @@
 //! **Architecture Invariant:** this is the only crate that writes SQL. Other crates ask it
 //! questions in Rust types and never see a query string.
 
+mod cluster;
 mod error;
 mod managed;
 mod migrate;
@@ -27,6 +28,8 @@ pub struct Store {
     client: Client,
     url: String,
     database: String,
+    /// The cluster whose shards hold the tables, when not one server.
+    cluster: Option<String>,
 }
 
 impl std::fmt::Debug for Store {
@@ -34,6 +37,7 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("url", &self.url)
             .field("database", &self.database)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -45,7 +49,26 @@ impl Store {
             client: client(url).with_database(database),
             url: url.to_owned(),
             database: database.to_owned(),
+            cluster: None,
         }
+    }
+
+    /// Targets a cluster: migrations create local tables on every shard and Distributed
+    /// tables over them (`ON CLUSTER`, which needs the cluster's ZooKeeper), and inserts
+    /// answer only once every shard has its rows.
+    pub fn with_cluster(mut self, cluster: &str) -> Result<Self, StoreError> {
+        if !is_identifier(cluster) {
+            return Err(StoreError::Corrupt(format!(
+                "cluster name `{cluster}` must be letters, digits and underscores"
+            )));
+        }
+        self.client = self.client.with_setting("insert_distributed_sync", "1");
+        self.cluster = Some(cluster.to_owned());
+        Ok(self)
+    }
+
+    pub fn cluster(&self) -> Option<&str> {
+        self.cluster.as_deref()
     }
 
     /// Creates the database if it does not exist, then connects to it.
@@ -60,6 +83,42 @@ impl Store {
             .execute()
             .await?;
         Ok(Store::new(url, database))
+    }
+
+    /// Creates the database on every server of `cluster` if it does not exist, then
+    /// connects to it through the server at `url` (see [`Store::with_cluster`]).
+    pub async fn open_on_cluster(
+        url: &str,
+        database: &str,
+        cluster: &str,
+    ) -> Result<Self, StoreError> {
+        if !is_identifier(database) || !is_identifier(cluster) {
+            return Err(StoreError::Corrupt(format!(
+                "database `{database}` and cluster `{cluster}` must be letters, digits and underscores"
+            )));
+        }
+        client(url)
+            .query(&format!(
+                "CREATE DATABASE IF NOT EXISTS {database} ON CLUSTER {cluster}"
+            ))
+            .execute()
+            .await?;
+        Store::new(url, database).with_cluster(cluster)
+    }
+
+    /// Rows in one table of this database on this server (for a cluster, `NAME_local`
+    /// counts this shard's part).
+    pub async fn table_rows(&self, table: &str) -> Result<u64, StoreError> {
+        if !is_identifier(table) {
+            return Err(StoreError::Corrupt(format!(
+                "`{table}` is not a table name"
+            )));
+        }
+        Ok(self
+            .client
+            .query(&format!("SELECT count() FROM {table}"))
+            .fetch_one()
+            .await?)
     }
 
     /// Drops the database if it exists and creates it empty (the demo starts from nothing).
@@ -92,7 +151,7 @@ impl Store {
 
     /// Applies the migrations shipped with this build.
     pub async fn migrate(&self) -> Result<MigrationReport, StoreError> {
-        migrate::apply(&self.client, &Migration::shipped()?).await
+        migrate::apply(&self.client, &Migration::shipped()?, self.target()).await
     }
 
     /// Applies the given migrations (tests use this to show what a changed file does).
@@ -100,7 +159,12 @@ impl Store {
         &self,
         migrations: &[Migration],
     ) -> Result<MigrationReport, StoreError> {
-        migrate::apply(&self.client, migrations).await
+        migrate::apply(&self.client, migrations, self.target()).await
+    }
+
+    /// The cluster and database migrations are rewritten for, if any.
+    fn target(&self) -> Option<(&str, &str)> {
+        self.cluster.as_deref().map(|c| (c, self.database.as_str()))
     }
 
     /// Opens the usage spool (replaying what an earlier process left in it) and starts

@@ -28,6 +28,9 @@ pub struct ServerOptions {
     /// restarted at the same URL.
     pub http_port: Option<u16>,
     pub tcp_port: Option<u16>,
+    /// Extra server configuration, XML elements placed inside the root element (a
+    /// cluster's `<remote_servers>`, `<zookeeper>`, `<distributed_ddl>`).
+    pub extra_config: String,
 }
 
 impl ServerOptions {
@@ -38,6 +41,7 @@ impl ServerOptions {
             shutdown_timeout: Duration::from_secs(15),
             http_port: None,
             tcp_port: None,
+            extra_config: String::new(),
         }
     }
 }
@@ -95,7 +99,7 @@ impl ManagedClickHouse {
         };
         std::fs::write(
             dir.join("config.xml"),
-            server_config(dir, http_port, tcp_port),
+            server_config(dir, http_port, tcp_port, &options.extra_config),
         )
         .map_err(io)?;
         std::fs::write(dir.join("users.xml"), USERS_XML).map_err(io)?;
@@ -372,7 +376,7 @@ fn tail_lines(path: &Path, n: usize) -> Option<String> {
     (!tail.is_empty()).then_some(tail)
 }
 
-fn server_config(dir: &Path, http_port: u16, tcp_port: u16) -> String {
+fn server_config(dir: &Path, http_port: u16, tcp_port: u16, extra: &str) -> String {
     let d = dir.display();
     // <yandex> is the root element 18.x reads; current releases accept it too.
     format!(
@@ -397,6 +401,7 @@ fn server_config(dir: &Path, http_port: u16, tcp_port: u16) -> String {
     <default_database>default</default_database>
     <mark_cache_size>268435456</mark_cache_size>
     <max_concurrent_queries>200</max_concurrent_queries>
+{extra}
 </yandex>
 "#
     )

@@ -75,6 +75,7 @@ const HISTORY_DDL: &str = "CREATE TABLE IF NOT EXISTS isometer_migrations \
 pub(crate) async fn apply(
     client: &Client,
     migrations: &[Migration],
+    cluster: Option<(&str, &str)>,
 ) -> Result<MigrationReport, StoreError> {
     client.query(HISTORY_DDL).execute().await?;
     let applied: Vec<AppliedRow> = client
@@ -97,7 +98,16 @@ pub(crate) async fn apply(
             report.already_applied += 1;
             continue;
         }
+        let mut statements = Vec::new();
         for statement in migration.statements() {
+            match cluster {
+                Some((cluster, database)) => {
+                    statements.extend(crate::cluster::for_cluster(&statement, cluster, database)?)
+                }
+                None => statements.push(statement),
+            }
+        }
+        for statement in statements {
             client.query(&statement).execute().await.map_err(|source| {
                 StoreError::MigrationFailed {
                     name: migration.name.clone(),

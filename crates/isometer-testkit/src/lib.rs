@@ -15,8 +15,16 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub mod upstream;
+pub mod zookeeper;
 
 const DIR_PREFIX: &str = "isometer-testkit-";
+
+/// A port free on loopback right now.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
 
 /// The workspace's root directory.
 pub fn workspace_root() -> PathBuf {

@@ -77,7 +77,7 @@ fn generated(i: u64) -> (Vec<UsageEvent>, TaskRecord) {
 }
 
 /// What tasks `0..n` of the load add up to.
-fn truth(n: u64) -> Reconciliation {
+pub(crate) fn truth(n: u64) -> Reconciliation {
     let mut t = Reconciliation {
         events: 0,
         distinct_events: 0,
@@ -103,7 +103,7 @@ fn truth(n: u64) -> Reconciliation {
     t
 }
 
-fn chunk(from: u64, n: u64) -> Vec<(Vec<UsageEvent>, TaskRecord)> {
+pub(crate) fn chunk(from: u64, n: u64) -> Vec<(Vec<UsageEvent>, TaskRecord)> {
     (from..from + n).map(generated).collect()
 }
 

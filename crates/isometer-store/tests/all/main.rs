@@ -1,5 +1,6 @@
 //! Store tests against a real ClickHouse server.
 
+mod cluster;
 mod faults;
 mod managed;
 mod migrations;
