@@ -74,16 +74,8 @@ fn spool_status(cli: &Cli, args: &crate::SpoolStatusArgs) -> anyhow::Result<Exit
         );
     }
     let status = isometer_store::spool_status(&dir)?;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let lag_seconds = status
-        .oldest_unshipped_ms
-        .map(|t| now_ms.saturating_sub(t) as f64 / 1000.0);
     if args.json {
-        let mut value = serde_json::to_value(&status)?;
-        value["lag_seconds"] = serde_json::json!(lag_seconds);
-        println!("{value}");
+        println!("{}", serde_json::to_string(&status)?);
     } else {
         println!("spool      {}", status.dir.display());
         println!("segments   {} ({} bytes)", status.segments, status.bytes);
@@ -95,8 +87,9 @@ fn spool_status(cli: &Cli, args: &crate::SpoolStatusArgs) -> anyhow::Result<Exit
             "lag        {} records, {} rows (events and task records){}",
             status.lag_records,
             status.lag_rows,
-            lag_seconds
-                .map(|s| format!(", oldest appended {s:.1} s ago"))
+            status
+                .lag_ms
+                .map(|ms| format!(", oldest appended {:.1} s ago", ms as f64 / 1000.0))
                 .unwrap_or_default()
         );
     }

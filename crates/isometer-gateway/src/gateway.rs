@@ -89,6 +89,12 @@ impl Gateway {
         &self.config
     }
 
+    /// The usage spool's figures: what ClickHouse does not have yet, and the shipper's
+    /// last error.
+    pub fn usage_status(&self) -> Result<isometer_store::WriterStatus, GatewayError> {
+        Ok(self.writer.status()?)
+    }
+
     /// Waits until every task submitted so far is recorded in ClickHouse.
     pub async fn flush(&self) -> Result<(), GatewayError> {
         Ok(self.writer.flush().await?)

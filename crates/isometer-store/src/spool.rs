@@ -665,6 +665,8 @@ pub struct SpoolStatus {
     pub lag_rows: u64,
     /// When the oldest unshipped record was appended (ms since the epoch), if any.
     pub oldest_unshipped_ms: Option<u64>,
+    /// How long ago that was, in milliseconds: the lag in time.
+    pub lag_ms: Option<u64>,
 }
 
 impl SpoolStatus {
@@ -685,6 +687,7 @@ impl SpoolStatus {
             lag_records: 0,
             lag_rows: 0,
             oldest_unshipped_ms: None,
+            lag_ms: None,
         };
         for segment in &segments {
             let file = File::open(&segment.path).map_err(io)?;
@@ -701,6 +704,9 @@ impl SpoolStatus {
                 }
             }
         }
+        status.lag_ms = status
+            .oldest_unshipped_ms
+            .map(|t| now_ms().saturating_sub(t));
         Ok(status)
     }
 }

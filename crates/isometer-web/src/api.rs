@@ -35,3 +35,11 @@ pub(crate) async fn create_task(
     let Json(request) = body.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
     Ok(Json(state.gateway.submit(request).await?))
 }
+
+/// `GET /v1/spool`: the usage spool's lag (records, rows, bytes, and `lag_ms`, the age of
+/// the oldest unshipped record) and the shipper's last error.
+pub(crate) async fn spool(
+    State(state): State<AppState>,
+) -> Result<Json<isometer_store::WriterStatus>, ApiError> {
+    Ok(Json(state.gateway.usage_status()?))
+}

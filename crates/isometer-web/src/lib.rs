@@ -30,6 +30,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(pages::dashboard))
         .route("/healthz", get(api::healthz))
         .route("/v1/tasks", post(api::create_task))
+        .route("/v1/spool", get(api::spool))
         .with_state(state)
 }
 

@@ -268,6 +268,7 @@ async fn killed_with_sigkill_mid_load() {
         checkpoint.replace('\n', "; ")
     );
     assert!(left.lag_records > 0, "the kill left work for the restart");
+    assert!(left.lag_ms.is_some(), "{left:?}");
 
     let writer = store
         .writer(spooled(&spool))

@@ -282,3 +282,24 @@ async fn health_is_503_when_clickhouse_is_unreachable() {
         "5xx bodies are generic"
     );
 }
+
+#[tokio::test]
+async fn the_spool_reports_its_lag() {
+    let (router, _store, gateway) = app().await;
+    let (status, _) = call(
+        &router,
+        post_task(
+            &json!({"tenant_id": "acme", "tool_id": "summarize", "input": {"text": "One. Two."}}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    gateway.flush().await.expect("flushed");
+    let (status, body) = get(&router, "/v1/spool").await;
+    assert_eq!(status, StatusCode::OK);
+    let spool: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(spool["spool"]["shipped_seq"], 1, "{spool}");
+    assert_eq!(spool["spool"]["lag_records"], 0, "{spool}");
+    assert_eq!(spool["spool"]["lag_ms"], Value::Null, "{spool}");
+    assert_eq!(spool["rejected_batches"], 0, "{spool}");
+}
