@@ -16,7 +16,7 @@
 mod common;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use isometer_core::{Money, Outcome, RunClass, TaskRecord, Usage, UsageEvent, event_id};
+use isometer_core::{Money, Outcome, RunClass, TaskRecord, Usage, UsageEvent, Verdict, event_id};
 use isometer_store::{ManagedClickHouse, ServerOptions, SpoolOptions, Store, WriterOptions};
 use std::time::{Duration, Instant};
 
@@ -62,6 +62,10 @@ fn task(i: u64, run: &str) -> (Vec<UsageEvent>, TaskRecord) {
                 output_bytes: 512,
             },
             policy_id: "summarize/standard".into(),
+            policy_version: "cd".repeat(32),
+            verdict: Verdict::Allow,
+            evidence_complete: true,
+            confidence: None,
             artifact_hash: "0123456789abcdef".repeat(4),
             rate_card_version: "standard@2026-01".into(),
             cost: Money::new(i64::try_from(i % 1_000_003).unwrap_or(0) + 12_345, 12),

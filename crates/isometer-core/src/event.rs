@@ -44,6 +44,36 @@ impl FromStr for RunClass {
     }
 }
 
+/// What the policy decided for an attempt: it ran, or it was refused before or while
+/// running (no policy, an egress request outside the allowlist, a full spool).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Allow,
+    Deny,
+}
+
+impl Verdict {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+        }
+    }
+}
+
+impl FromStr for Verdict {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "allow" => Ok(Verdict::Allow),
+            "deny" => Ok(Verdict::Deny),
+            other => Err(format!("unknown verdict `{other}` (allow, deny)")),
+        }
+    }
+}
+
 /// The deterministic id of an attempt's event: the same attempt always yields the same id,
 /// so a re-sent event can be recognised as a duplicate.
 pub fn event_id(task_id: &str, attempt: u16) -> String {
@@ -68,6 +98,13 @@ pub struct UsageEvent {
     pub exit_code: Option<i32>,
     pub usage: Usage,
     pub policy_id: String,
+    /// The content hash of the configuration the policy was read from.
+    pub policy_version: String,
+    pub verdict: Verdict,
+    /// Whether the attempt's evidence (its manifest) has every required field.
+    pub evidence_complete: bool,
+    /// The agent's confidence in [0, 1] when it gave one.
+    pub confidence: Option<f32>,
     pub artifact_hash: String,
     pub rate_card_version: String,
     pub cost: Money,

@@ -10,7 +10,7 @@ mod outcome;
 mod usage;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use event::{RunClass, TaskRecord, UsageEvent, event_id};
+pub use event::{RunClass, TaskRecord, UsageEvent, Verdict, event_id};
 pub use outcome::{Outcome, UnknownOutcome};
 pub use usage::Usage;
 

@@ -5,7 +5,7 @@ use crate::egress::AllowlistEgress;
 use crate::error::GatewayError;
 use crate::task::{AttemptSummary, TaskRequest, TaskResponse};
 use chrono::TimeDelta;
-use isometer_core::{Clock, Outcome, TaskRecord, UsageEvent, event_id, sha256_hex};
+use isometer_core::{Clock, Outcome, TaskRecord, UsageEvent, Verdict, event_id, sha256_hex};
 use isometer_evidence::{MANIFEST_VERSION, Manifest};
 use isometer_policy::Config;
 use isometer_runtime::{Artifact, AttemptEnv, ExecutionReport, Limits, Runtime, TaskContext};
@@ -127,6 +127,13 @@ impl Gateway {
             (None, Some(tool)) => tool.default_use_case.clone(),
             (None, None) => tool_id.clone(),
         };
+        if let Some(c) = request.confidence
+            && !(0.0..=1.0).contains(&c)
+        {
+            return Err(GatewayError::InvalidRequest(format!(
+                "confidence must be between 0 and 1, not {c}"
+            )));
+        }
         let input = serde_json::to_vec(&request.input)
             .map_err(|e| GatewayError::InvalidRequest(format!("input: {e}")))?;
 
@@ -219,6 +226,16 @@ impl Gateway {
             outcome: report.outcome,
             exit_code: report.exit_code,
             usage: report.usage,
+            policy_version: self.config.version.clone(),
+            verdict: if ran && report.outcome != Outcome::EgressDenied {
+                Verdict::Allow
+            } else {
+                Verdict::Deny
+            },
+            // A manifest names the policy, the artifact and the input and output hashes
+            // only for an attempt that ran.
+            evidence_complete: ran && !policy_id.is_empty() && !artifact_hash.is_empty(),
+            confidence: request.confidence,
             policy_id: policy_id.clone(),
             artifact_hash,
             rate_card_version: card.version.clone(),

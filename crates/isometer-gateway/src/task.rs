@@ -20,6 +20,9 @@ pub struct TaskRequest {
     pub run_class: RunClass,
     /// Caller-chosen id (letters, digits, `-`, `_`, `.`, `:`; at most 128); generated when absent.
     pub task_id: Option<String>,
+    /// The agent's confidence in this call, in [0, 1], when it gives one.
+    #[serde(default)]
+    pub confidence: Option<f32>,
 }
 
 /// What became of a task.

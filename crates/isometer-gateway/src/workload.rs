@@ -109,6 +109,7 @@ pub async fn run(
             run_id: Some(format!("{tenant}-run-{run_no}")),
             run_class,
             task_id: None,
+            confidence: None,
         };
         let response = gateway.submit(request).await?;
         *summary

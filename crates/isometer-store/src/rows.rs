@@ -3,7 +3,7 @@
 
 use crate::error::StoreError;
 use chrono::{DateTime, NaiveDate, Utc};
-use isometer_core::{Money, Outcome, RunClass, TaskRecord, Usage, UsageEvent};
+use isometer_core::{Money, Outcome, RunClass, TaskRecord, Usage, UsageEvent, Verdict};
 use serde::{Deserialize, Serialize};
 
 /// Decimal places of every money column.
@@ -75,6 +75,10 @@ pub(crate) struct EventRow {
     egress_requests: u64,
     output_bytes: u64,
     policy_id: String,
+    policy_version: String,
+    verdict: String,
+    evidence_complete: u8,
+    confidence: Option<f32>,
     artifact_hash: String,
     rate_card_version: String,
     cost: i128,
@@ -110,6 +114,10 @@ impl TryFrom<&UsageEvent> for EventRow {
             egress_requests: e.usage.egress_requests,
             output_bytes: e.usage.output_bytes,
             policy_id: e.policy_id.clone(),
+            policy_version: e.policy_version.clone(),
+            verdict: e.verdict.as_str().to_owned(),
+            evidence_complete: u8::from(e.evidence_complete),
+            confidence: e.confidence,
             artifact_hash: e.artifact_hash.clone(),
             rate_card_version: e.rate_card_version.clone(),
             cost: money_to_i128(e.cost)?,
@@ -152,7 +160,14 @@ impl EventRow {
                 egress_requests: self.egress_requests,
                 output_bytes: self.output_bytes,
             },
+            verdict: self
+                .verdict
+                .parse::<Verdict>()
+                .map_err(|e| corrupt("verdict", e))?,
             policy_id: self.policy_id,
+            policy_version: self.policy_version,
+            evidence_complete: self.evidence_complete != 0,
+            confidence: self.confidence,
             artifact_hash: self.artifact_hash,
             rate_card_version: self.rate_card_version,
             cost: money_from_i128(self.cost)?,

@@ -251,6 +251,10 @@ pub fn spool_status(dir: &Path) -> Result<SpoolStatus, StoreError> {
     Ok(SpoolStatus::read(dir, checkpoint.shipped)?)
 }
 
+/// The layout of a spool record's payload: a byte naming it, then the rows (postcard).
+/// A new row layout takes a new number, so records written before it still decode.
+const PAYLOAD_FORMAT: u8 = 1;
+
 /// A task's rows as one spool record.
 fn encode_task(events: &[UsageEvent], task: &TaskRecord) -> Result<Vec<u8>, StoreError> {
     let events = events
@@ -258,14 +262,26 @@ fn encode_task(events: &[UsageEvent], task: &TaskRecord) -> Result<Vec<u8>, Stor
         .map(EventRow::try_from)
         .collect::<Result<Vec<_>, _>>()?;
     let task = TaskRow::try_from(task)?;
-    postcard::to_allocvec(&(events, task))
-        .map_err(|e| StoreError::Corrupt(format!("cannot encode a spool record: {e}")))
+    let mut payload = vec![PAYLOAD_FORMAT];
+    postcard::to_io(&(events, task), &mut payload)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode a spool record: {e}")))?;
+    Ok(payload)
 }
 
 fn decode_task(record: &SpoolRecord) -> Result<(Vec<EventRow>, TaskRow), StoreError> {
-    postcard::from_bytes(&record.payload).map_err(|e| {
-        StoreError::Corrupt(format!("spool record {} does not decode: {e}", record.seq))
-    })
+    match record.payload.split_first() {
+        Some((&PAYLOAD_FORMAT, rows)) => postcard::from_bytes(rows).map_err(|e| {
+            StoreError::Corrupt(format!("spool record {} does not decode: {e}", record.seq))
+        }),
+        Some((format, _)) => Err(StoreError::Corrupt(format!(
+            "spool record {} has payload format {format}; this isometer reads format {PAYLOAD_FORMAT}",
+            record.seq
+        ))),
+        None => Err(StoreError::Corrupt(format!(
+            "spool record {} is empty",
+            record.seq
+        ))),
+    }
 }
 
 /// The shipper's progress on disk: `shipped N`, and `pending FIRST END` while a batch is

@@ -1,7 +1,7 @@
 //! `Gateway::submit` with a policy that opens the network: the task's context and the
 //! policy's allowlist reach the guest, and egress is metered in the recorded usage.
 
-use isometer_core::{Outcome, SystemClock};
+use isometer_core::{Outcome, SystemClock, Verdict};
 use isometer_gateway::{Gateway, TaskRequest};
 use isometer_policy::{Config, Policy, Tool};
 use isometer_store::WriterOptions;
@@ -62,6 +62,7 @@ async fn a_policy_allowlist_and_the_task_context_reach_the_tool() {
         run_id: Some("run-1".into()),
         run_class: Default::default(),
         task_id: Some("task-email-1".into()),
+        confidence: Some(0.8),
     };
 
     let response = gateway
@@ -100,4 +101,73 @@ async fn a_policy_allowlist_and_the_task_context_reach_the_tool() {
     let events = store.task_events("task-email-1").await.expect("events");
     assert_eq!(events[0].usage.egress_requests, 1);
     assert_eq!(events[0].usage.egress_bytes, usage.egress_bytes);
+    assert_eq!(events[0].policy_version, gateway.config().version);
+    assert_eq!(
+        (
+            events[0].verdict,
+            events[0].evidence_complete,
+            events[0].confidence
+        ),
+        (Verdict::Allow, true, Some(0.8))
+    );
+    let denied = store.task_events("task-email-2").await.expect("events");
+    assert_eq!(
+        (denied[0].verdict, denied[0].outcome),
+        (Verdict::Deny, Outcome::EgressDenied)
+    );
+}
+
+/// With ClickHouse out of reach the spool fills; then tasks are answered `throttled`
+/// without running, and the refusals are still recorded while the spool's margin lasts.
+#[tokio::test]
+async fn a_full_spool_throttles_new_tasks() {
+    let upstream = Upstream::start(200, "{}").await;
+    let unreachable = isometer_store::Store::new("http://127.0.0.1:9", "nowhere");
+    let writer = unreachable
+        .writer(WriterOptions {
+            spool: isometer_store::SpoolOptions {
+                max_bytes: 16 << 10,
+                segment_bytes: 4 << 10,
+                ..Default::default()
+            },
+            ..WriterOptions::default()
+        })
+        .expect("writer");
+    let gateway =
+        Gateway::new(Arc::new(config(&upstream)), writer, Arc::new(SystemClock)).expect("gateway");
+    let summarize = || TaskRequest {
+        tenant_id: "acme".into(),
+        tool_id: "summarize".into(),
+        input: json!({"text": "Spools fill. Tasks wait."}),
+        use_case: None,
+        run_id: None,
+        run_class: Default::default(),
+        task_id: None,
+        confidence: None,
+    };
+    let mut ran = 0;
+    let throttled = loop {
+        let response = gateway.submit(summarize()).await.expect("answered");
+        if response.outcome == Outcome::Throttled {
+            break response;
+        }
+        assert_eq!(response.outcome, Outcome::Success);
+        ran += 1;
+        assert!(ran < 1_000, "the spool never filled");
+    };
+    assert!(ran > 5, "{ran} tasks ran before the spool filled");
+    assert_eq!(
+        throttled.attempts[0].usage,
+        Default::default(),
+        "nothing ran"
+    );
+    assert_eq!(throttled.total_cost, Default::default());
+    // Past the margin, a task cannot even be recorded: an error, not a silent drop.
+    let refused = loop {
+        match gateway.submit(summarize()).await {
+            Ok(response) => assert_eq!(response.outcome, Outcome::Throttled),
+            Err(e) => break e,
+        }
+    };
+    assert!(refused.to_string().contains("spool is full"), "{refused}");
 }

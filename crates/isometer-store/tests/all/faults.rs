@@ -2,7 +2,7 @@
 //! ClickHouse, raw and pre-aggregated, exactly equal to what was recorded.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use isometer_core::{Money, Outcome, RunClass, TaskRecord, Usage, UsageEvent, event_id};
+use isometer_core::{Money, Outcome, RunClass, TaskRecord, Usage, UsageEvent, Verdict, event_id};
 use isometer_store::{ManagedClickHouse, Reconciliation, ServerOptions, Store, WriterOptions};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -53,6 +53,10 @@ fn generated(i: u64) -> (Vec<UsageEvent>, TaskRecord) {
                     output_bytes: 64,
                 },
                 policy_id: "summarize/standard".into(),
+                policy_version: "cd".repeat(32),
+                verdict: Verdict::Allow,
+                evidence_complete: true,
+                confidence: None,
                 artifact_hash: "ab".repeat(32),
                 rate_card_version: "standard@2026-01".into(),
                 cost: Money::new((i % 100_003 + 1) as i64 * 7 + i64::from(attempt), 12),

@@ -1,7 +1,7 @@
 //! Usage written through the writer reads back exactly, money to the last decimal.
 
 use chrono::{DateTime, Utc};
-use isometer_core::{Money, Outcome, RunClass, TaskRecord, Usage, UsageEvent, event_id};
+use isometer_core::{Money, Outcome, RunClass, TaskRecord, Usage, UsageEvent, Verdict, event_id};
 use isometer_store::WriterOptions;
 use std::str::FromStr;
 
@@ -34,6 +34,10 @@ fn event(task: &str, tenant: &str, attempt: u16, outcome: Outcome, cost: &str) -
             egress_requests: 0,
         },
         policy_id: "summarize/standard".into(),
+        policy_version: "cd".repeat(32),
+        verdict: Verdict::Allow,
+        evidence_complete: true,
+        confidence: Some(0.75),
         artifact_hash: "ab".repeat(32),
         rate_card_version: "standard@2026-01".into(),
         cost: Money::from_str(cost).expect("decimal"),
