@@ -46,6 +46,24 @@ enum Command {
     /// The local usage spool.
     #[command(subcommand)]
     Spool(SpoolCommand),
+    /// Check a signed manifest (a file of `run --json` output, or the manifest alone)
+    /// against this data directory's evidence key and, when given, the files it names.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// The signed manifest, as JSON.
+    manifest: PathBuf,
+    /// The tool module the manifest says ran.
+    #[arg(long)]
+    artifact: Option<PathBuf>,
+    /// The input it was given.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// What it wrote to stdout.
+    #[arg(long)]
+    output: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

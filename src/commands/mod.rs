@@ -3,6 +3,7 @@
 mod demo;
 mod run;
 mod serve;
+mod verify;
 
 use crate::{Cli, Command};
 use anyhow::Context;
@@ -47,6 +48,7 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(serve::serve(&cli, args, &url, shutdown))
         }
         Command::Spool(crate::SpoolCommand::Status(args)) => spool_status(&cli, args),
+        Command::Verify(args) => verify::verify(&cli, args),
         Command::Demo(args) => {
             let shutdown = shutdown()?;
             let (_server, url) = clickhouse(&cli)?;
@@ -54,6 +56,11 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     // `_server`, when isometer started one, is stopped here as it goes out of scope.
+}
+
+/// Where the evidence signing key lives.
+fn key_dir(cli: &Cli) -> std::path::PathBuf {
+    cli.data_dir.join("keys")
 }
 
 /// Where usage for `database` is spooled.

@@ -2,7 +2,8 @@
 
 use crate::{Cli, RunArgs};
 use anyhow::{Context, bail};
-use isometer_core::Outcome;
+use isometer_core::{Outcome, sha256_hex};
+use isometer_evidence::{EvidenceKey, MANIFEST_VERSION, Manifest};
 use isometer_gateway::AllowlistEgress;
 use isometer_runtime::{AttemptEnv, ExecutionReport, Limits, RuntimeError, TaskContext};
 use serde_json::json;
@@ -31,6 +32,9 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
         max_egress_bytes: args.max_egress_bytes,
         max_egress_requests: args.max_egress_requests,
     };
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let env = AttemptEnv {
         context: TaskContext {
             task_id: "run".into(),
@@ -59,7 +63,31 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     if args.json {
-        println!("{}", report_json(&report, artifact_hash.as_deref()));
+        // The evidence of the run: what ran, on what, with what result, signed with this
+        // data directory's key (`isometer verify` checks it).
+        let key = EvidenceKey::load_or_create(&super::key_dir(cli))?;
+        let manifest = key.sign(Manifest {
+            manifest_version: MANIFEST_VERSION,
+            task_id: "run".into(),
+            attempt: 1,
+            tenant_id: String::new(),
+            tool_id: args
+                .tool
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            policy_id: String::new(),
+            config_version: String::new(),
+            artifact_hash: sha256_hex(&bytes),
+            input_hash: sha256_hex(input.as_bytes()),
+            output_hash: sha256_hex(&report.stdout),
+            outcome: report.outcome,
+            usage: report.usage,
+            started_ms,
+        })?;
+        let mut json = report_json(&report, artifact_hash.as_deref());
+        json["manifest"] = serde_json::to_value(&manifest)?;
+        println!("{json}");
     } else {
         print_text(&report);
     }

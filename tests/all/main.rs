@@ -5,6 +5,7 @@ mod demo;
 mod migrate;
 mod run;
 mod serve;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

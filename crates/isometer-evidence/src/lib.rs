@@ -1,8 +1,12 @@
 //! Evidence of what ran: an execution manifest per attempt and its digest.
 //!
 //! The canonical encoding is compact JSON with the fields in the order they are declared
-//! here; the digest is the sha256 of those bytes. Signing and completeness checks build on
-//! this encoding.
+//! here; the digest is the sha256 of those bytes, and the signature (ed25519, see
+//! [`SignedManifest`]) is over them too.
+
+mod signing;
+
+pub use signing::{EvidenceKey, KeyError, SignedManifest, TrustedKeys, VerifyError};
 
 use isometer_core::{Outcome, Usage};
 use serde::{Deserialize, Serialize};
@@ -50,7 +54,7 @@ impl Manifest {
 mod tests {
     use super::*;
 
-    fn manifest() -> Manifest {
+    pub(crate) fn manifest() -> Manifest {
         Manifest {
             manifest_version: MANIFEST_VERSION,
             task_id: "t1".into(),
