@@ -25,20 +25,11 @@ fn run_json(wat: &str, extra: &[&str]) -> Value {
     serde_json::from_slice(&output.stdout).expect("one JSON object")
 }
 
-const HELLO: &str = r#"(module
-  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 16) "{\"ok\":true}")
-  (func (export "_start")
-    (i32.store (i32.const 0) (i32.const 16))
-    (i32.store (i32.const 4) (i32.const 11))
-    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
-
 const LOOP: &str = r#"(module (func (export "_start") (loop $l (br $l))))"#;
 
 #[test]
 fn a_wat_module_runs_and_reports_its_usage() {
-    let report = run_json(HELLO, &["--input", r#"{"a":1}"#]);
+    let report = run_json(crate::HELLO, &["--input", r#"{"a":1}"#]);
     assert_eq!(report["outcome"], "success");
     assert_eq!(report["exit_code"], 0);
     assert_eq!(report["stdout"], r#"{"ok":true}"#);
@@ -114,7 +105,7 @@ async fn allow_host_opens_egress_to_that_host_only() {
 fn a_bad_host_rule_is_an_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tool = dir.path().join("tool.wat");
-    std::fs::write(&tool, HELLO).expect("write");
+    std::fs::write(&tool, crate::HELLO).expect("write");
     let output = crate::isometer()
         .args(["run", "--allow-host", "bad host:x", "--tool"])
         .arg(&tool)

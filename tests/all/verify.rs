@@ -5,15 +5,6 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::Output;
 
-const HELLO: &str = r#"(module
-  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 16) "{\"ok\":true}")
-  (func (export "_start")
-    (i32.store (i32.const 0) (i32.const 16))
-    (i32.store (i32.const 4) (i32.const 11))
-    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
-
 fn verify(data: &Path, manifest: &Path, files: &[(&str, &Path)]) -> Output {
     let mut command = crate::isometer();
     command
@@ -41,7 +32,7 @@ fn a_signed_run_verifies_and_tampering_does_not() {
     let data = dir.path().join("data");
     let tool = dir.path().join("hello.wat");
     let input = dir.path().join("input.json");
-    std::fs::write(&tool, HELLO).expect("write");
+    std::fs::write(&tool, crate::HELLO).expect("write");
     std::fs::write(&input, r#"{"question": 42}"#).expect("write");
     let run = crate::isometer()
         .arg("--data-dir")

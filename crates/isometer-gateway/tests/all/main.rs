@@ -25,6 +25,19 @@ fn allow(rules: &[&str]) -> AttemptEnv {
     }
 }
 
+/// Egress to `addr` for one HTTP method only.
+fn only_method(addr: std::net::SocketAddr, method: &str) -> AttemptEnv {
+    let rule = addr
+        .to_string()
+        .parse::<HostRule>()
+        .expect("rule")
+        .with_methods(vec![method.into()]);
+    AttemptEnv {
+        egress: Arc::new(AllowlistEgress::new(vec![rule])),
+        ..allow(&[])
+    }
+}
+
 fn limits() -> Limits {
     Limits {
         timeout: Duration::from_secs(2),
@@ -109,17 +122,7 @@ async fn send_email_posts_with_its_task_context_and_method_rules_hold() {
         "subject": "Q3",
         "body": "numbers attached"
     });
-    let post_only = AttemptEnv {
-        egress: Arc::new(AllowlistEgress::new(vec![
-            upstream
-                .addr
-                .to_string()
-                .parse::<HostRule>()
-                .expect("rule")
-                .with_methods(vec!["POST".into()]),
-        ])),
-        ..allow(&[])
-    };
+    let post_only = only_method(upstream.addr, "POST");
     let report = run_tool(&runtime, "send-email", input.clone(), post_only).await;
     assert_eq!(report.outcome, Outcome::Success, "{:?}", report.detail);
     assert_eq!(
@@ -136,17 +139,7 @@ async fn send_email_posts_with_its_task_context_and_method_rules_hold() {
     assert_eq!(sent["task_id"], "task-7");
 
     // The same host, allowed for reading only: the write is denied and never sent.
-    let read_only = AttemptEnv {
-        egress: Arc::new(AllowlistEgress::new(vec![
-            upstream
-                .addr
-                .to_string()
-                .parse::<HostRule>()
-                .expect("rule")
-                .with_methods(vec!["GET".into()]),
-        ])),
-        ..allow(&[])
-    };
+    let read_only = only_method(upstream.addr, "GET");
     let report = run_tool(&runtime, "send-email", input, read_only).await;
     assert_eq!(report.outcome, Outcome::EgressDenied, "{:?}", report.detail);
     assert!(
