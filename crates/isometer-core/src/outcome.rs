@@ -63,6 +63,12 @@ impl Outcome {
     pub fn is_success(self) -> bool {
         self == Outcome::Success
     }
+
+    /// Whether running the same input again may end differently: a crash, a failure or a
+    /// deadline can be transient; a budget, a denial or a bad artifact cannot.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Outcome::Failed | Outcome::Trapped | Outcome::TimedOut)
+    }
 }
 
 impl fmt::Display for Outcome {

@@ -60,6 +60,19 @@ impl Gateway {
                             _ => e.to_string(),
                         },
                     })?;
+            if let Some(pin) = &tool.sha256
+                && pin != artifact.hash()
+            {
+                return Err(GatewayError::Artifact {
+                    tool: tool.id.clone(),
+                    declared_at: tool.declared_at.clone(),
+                    message: format!(
+                        "{} has sha256 {}, but the tool is pinned to {pin}",
+                        tool.artifact.display(),
+                        artifact.hash()
+                    ),
+                });
+            }
             artifacts.insert(tool.id.clone(), artifact);
         }
         for tenant in &config.tenants {

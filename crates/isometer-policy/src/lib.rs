@@ -16,7 +16,10 @@ mod settings;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use host_rule::{BadHostRule, HostRule, normalize_host};
-pub use model::{Config, Policy, RateCard, Tenant, Tool};
+pub use model::{
+    Config, DEFAULT_REQUIRED_FIELDS, Fallback, OBSERVABLE_FIELDS, Policy, RateCard, Retry, Secret,
+    SecretProfile, SecretSource, Tenant, Tool,
+};
 pub use settings::{RuntimeSettings, SETTINGS_FILE, Settings};
 
 /// The file names inside a configuration directory.
@@ -26,3 +29,6 @@ pub const FILES: [&str; 4] = [
     "policies.toml",
     "rate_cards.toml",
 ];
+
+/// Files a configuration directory may have; absent means empty.
+pub const OPTIONAL_FILES: [&str; 1] = ["secrets.toml"];

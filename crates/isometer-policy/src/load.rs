@@ -3,8 +3,15 @@
 
 use crate::error::{ConfigError, ConfigErrors};
 use crate::host_rule::HostRule;
-use crate::model::{Config, Policy, RateCard, Tenant, Tool};
-use crate::raw::{PoliciesFile, RateCardsFile, RawPolicy, RawRateCard, TenantsFile, ToolsFile};
+use crate::model::{
+    Config, DEFAULT_REQUIRED_FIELDS, Fallback, OBSERVABLE_FIELDS, Policy, RateCard, Retry, Secret,
+    SecretProfile, SecretSource, Tenant, Tool,
+};
+use crate::raw::{
+    PoliciesFile, RateCardsFile, RawPolicy, RawRateCard, RawSecretProfile, SecretsFile,
+    TenantsFile, ToolsFile,
+};
+use isometer_core::Outcome;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -84,9 +91,28 @@ impl Config {
                 }),
             }
         }
+        let mut optional = Vec::new();
+        for name in crate::OPTIONAL_FILES {
+            let path = dir.join(name);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => optional.push(Source { path, text }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => optional.push(Source {
+                    path,
+                    text: String::new(),
+                }),
+                Err(e) => errors.push(ConfigError {
+                    file: path,
+                    line: None,
+                    field: None,
+                    message: format!("cannot read: {e}"),
+                }),
+            }
+        }
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
+        let [secrets_src] =
+            <[Source; 1]>::try_from(optional).map_err(|_| ConfigErrors(Vec::new()))?;
         let [tenants_src, tools_src, policies_src, cards_src] =
             <[Source; 4]>::try_from(sources).map_err(|_| ConfigErrors(Vec::new()))?;
 
@@ -94,11 +120,16 @@ impl Config {
         let tools: Option<ToolsFile> = tools_src.parse().map_err(|e| errors.push(e)).ok();
         let policies: Option<PoliciesFile> = policies_src.parse().map_err(|e| errors.push(e)).ok();
         let cards: Option<RateCardsFile> = cards_src.parse().map_err(|e| errors.push(e)).ok();
-        let (Some(tenants), Some(tools), Some(policies), Some(cards)) =
-            (tenants, tools, policies, cards)
+        let secrets: Option<SecretsFile> = secrets_src.parse().map_err(|e| errors.push(e)).ok();
+        let (Some(tenants), Some(tools), Some(policies), Some(cards), Some(secrets)) =
+            (tenants, tools, policies, cards, secrets)
         else {
             return Err(ConfigErrors(errors));
         };
+
+        let secret_profiles =
+            validate_secret_profiles(&secrets_src, dir, secrets.secret_profile, &mut errors);
+        let profile_ids: HashSet<&str> = secret_profiles.iter().map(|p| p.id.as_str()).collect();
 
         let rate_cards = validate_rate_cards(&cards_src, cards.rate_card, &mut errors);
         let tiers: HashSet<&str> = rate_cards.iter().map(|c| c.tier.as_str()).collect();
@@ -153,8 +184,17 @@ impl Config {
                 tools_src.path.display(),
                 tools_src.line_of(t.artifact.span().start)
             );
+            let sha256 = t.sha256.map(|pin| {
+                let hex = pin.get_ref().to_ascii_lowercase();
+                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    errors.push(tools_src.at(&pin, "sha256", "must be 64 hex digits"));
+                }
+                hex
+            });
             let id = t.id.into_inner();
             valid_tools.push(Tool {
+                sha256,
+                destructive: t.destructive,
                 default_use_case: t.default_use_case.unwrap_or_else(|| id.clone()),
                 id,
                 artifact: dir.join(t.artifact.into_inner()),
@@ -173,6 +213,7 @@ impl Config {
                 p,
                 &tool_ids,
                 &tiers,
+                &profile_ids,
                 &mut seen_ids,
                 &mut seen_pairs,
                 &mut errors,
@@ -185,7 +226,13 @@ impl Config {
             return Err(ConfigErrors(errors));
         }
         let mut hasher = Sha256::new();
-        for src in [&tenants_src, &tools_src, &policies_src, &cards_src] {
+        for src in [
+            &tenants_src,
+            &tools_src,
+            &policies_src,
+            &cards_src,
+            &secrets_src,
+        ] {
             hasher.update(
                 src.path
                     .file_name()
@@ -203,6 +250,7 @@ impl Config {
             tools: valid_tools,
             policies: valid_policies,
             rate_cards,
+            secret_profiles,
         })
     }
 }
@@ -212,6 +260,7 @@ fn validate_policy(
     p: RawPolicy,
     tools: &HashSet<&str>,
     tiers: &HashSet<&str>,
+    profiles: &HashSet<&str>,
     seen_ids: &mut HashSet<String>,
     seen_pairs: &mut HashSet<(String, String)>,
     errors: &mut Vec<ConfigError>,
@@ -290,6 +339,28 @@ fn validate_policy(
     let mut network_allowlist = Vec::new();
     for rule in p.network_allowlist {
         let parsed = rule.host.get_ref().parse::<HostRule>();
+        if let (Some(access), Some(_)) = (&rule.access, &rule.methods) {
+            errors.push(src.at(
+                access,
+                "network_allowlist.access",
+                "give `access` or `methods`, not both",
+            ));
+        }
+        let intent = rule.access.and_then(|access| {
+            let methods = match access.get_ref().as_str() {
+                "read" => READ_METHODS.as_slice(),
+                "write" => WRITE_METHODS.as_slice(),
+                other => {
+                    errors.push(src.at(
+                        &access,
+                        "network_allowlist.access",
+                        format!("`{other}` is not an access: use `read` or `write`"),
+                    ));
+                    return None;
+                }
+            };
+            Some(methods.iter().map(|m| (*m).to_owned()).collect())
+        });
         let methods = rule.methods.map(|m| {
             let bad: Vec<_> = m
                 .get_ref()
@@ -307,13 +378,53 @@ fn validate_policy(
             m.into_inner()
         });
         match parsed {
-            Ok(parsed) => network_allowlist.push(match methods {
+            Ok(parsed) => network_allowlist.push(match methods.or(intent) {
                 Some(methods) => parsed.with_methods(methods),
                 None => parsed,
             }),
             Err(e) => errors.push(src.at(&rule.host, "network_allowlist.host", e.to_string())),
         }
     }
+    if let Some(profile) = &p.secret_profile
+        && !profiles.contains(profile.get_ref().as_str())
+    {
+        errors.push(src.at(
+            profile,
+            "secret_profile",
+            format!("no secret profile `{}` in secrets.toml", profile.get_ref()),
+        ));
+    }
+    let required_observability_fields = match p.required_observability_fields {
+        None => DEFAULT_REQUIRED_FIELDS.map(str::to_owned).to_vec(),
+        Some(fields) => fields
+            .into_inner()
+            .into_iter()
+            .filter_map(|field| {
+                if OBSERVABLE_FIELDS.contains(&field.get_ref().as_str()) {
+                    Some(field.into_inner())
+                } else {
+                    errors.push(src.at(
+                        &field,
+                        "required_observability_fields",
+                        format!(
+                            "`{}` is not a manifest field; known: {}",
+                            field.get_ref(),
+                            OBSERVABLE_FIELDS.join(", ")
+                        ),
+                    ));
+                    None
+                }
+            })
+            .collect(),
+    };
+    let retry = p
+        .retry
+        .map(|r| validate_retry(src, r, errors))
+        .unwrap_or_default();
+    let fallback = p
+        .fallback
+        .map(|f| validate_fallback(src, f, errors))
+        .unwrap_or_default();
     (errors.len() == before).then(|| Policy {
         id: p.id.into_inner(),
         tool_id: p.tool_id.into_inner(),
@@ -326,7 +437,229 @@ fn validate_policy(
         max_egress_bytes: p.max_egress_bytes.map_or(1 << 20, Spanned::into_inner),
         max_egress_requests: p.max_egress_requests.map_or(32, Spanned::into_inner),
         network_allowlist,
+        secret_profile: p.secret_profile.map(Spanned::into_inner),
+        required_observability_fields,
+        retry,
+        fallback,
     })
+}
+
+/// Methods of a rule with `access = "read"`: they must not change anything upstream.
+const READ_METHODS: [&str; 3] = ["GET", "HEAD", "OPTIONS"];
+/// Methods of a rule with `access = "write"`.
+const WRITE_METHODS: [&str; 4] = ["POST", "PUT", "PATCH", "DELETE"];
+
+/// Longest wait before a retry a policy may ask for.
+const MAX_BACKOFF_MS: u64 = 60_000;
+
+fn validate_retry(
+    src: &Source,
+    raw: Spanned<crate::raw::RawRetry>,
+    errors: &mut Vec<ConfigError>,
+) -> Retry {
+    let mut retry = Retry::default();
+    let raw = raw.into_inner();
+    if let Some(n) = raw.max_attempts {
+        if !(1..=10).contains(n.get_ref()) {
+            errors.push(src.at(&n, "retry.max_attempts", "must be between 1 and 10"));
+        }
+        retry.max_attempts = n.into_inner();
+    }
+    if let Some(ratio) = raw.budget_ratio {
+        if !(0.0..=1.0).contains(ratio.get_ref()) {
+            errors.push(src.at(&ratio, "retry.budget_ratio", "must be between 0 and 1"));
+        }
+        retry.budget_ratio = ratio.into_inner();
+    }
+    if let Some(window) = raw.window_s {
+        if !(1..=86_400).contains(window.get_ref()) {
+            errors.push(src.at(
+                &window,
+                "retry.window_s",
+                "must be between 1 and 86400 seconds",
+            ));
+        }
+        retry.window = std::time::Duration::from_secs(window.into_inner());
+    }
+    if let Some(backoff) = raw.backoff_ms {
+        if *backoff.get_ref() > MAX_BACKOFF_MS {
+            errors.push(src.at(
+                &backoff,
+                "retry.backoff_ms",
+                format!("must be at most {MAX_BACKOFF_MS}"),
+            ));
+        }
+        retry.backoff = std::time::Duration::from_millis(backoff.into_inner());
+    }
+    if let Some(on) = raw.on {
+        retry.on = on
+            .into_inner()
+            .into_iter()
+            .filter_map(|name| match name.get_ref().parse::<Outcome>() {
+                Ok(outcome) if outcome.is_retryable() => Some(outcome),
+                Ok(outcome) => {
+                    errors.push(src.at(
+                        &name,
+                        "retry.on",
+                        format!("`{outcome}` is never retried: running again cannot change it"),
+                    ));
+                    None
+                }
+                Err(e) => {
+                    errors.push(src.at(&name, "retry.on", e.to_string()));
+                    None
+                }
+            })
+            .collect();
+    }
+    retry
+}
+
+fn validate_fallback(
+    src: &Source,
+    raw: Spanned<crate::raw::RawFallback>,
+    errors: &mut Vec<ConfigError>,
+) -> Fallback {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    match (raw.kind.get_ref().as_str(), raw.body) {
+        ("none", None) => Fallback::None,
+        ("none", Some(body)) => {
+            errors.push(src.at(&body, "fallback.body", "a `none` fallback has no body"));
+            Fallback::None
+        }
+        ("static", Some(body)) => {
+            if let Err(e) = serde_json::from_str::<serde_json::Value>(body.get_ref()) {
+                errors.push(src.at(&body, "fallback.body", format!("is not JSON: {e}")));
+            }
+            Fallback::Static(body.into_inner())
+        }
+        ("static", None) => {
+            errors.push(src.error(
+                Some(span),
+                Some("fallback.body"),
+                "a `static` fallback needs a body (JSON)",
+            ));
+            Fallback::None
+        }
+        (other, _) => {
+            errors.push(src.at(
+                &raw.kind,
+                "fallback.kind",
+                format!("`{other}` is not a fallback: use `none` or `static`"),
+            ));
+            Fallback::None
+        }
+    }
+}
+
+fn validate_secret_profiles(
+    src: &Source,
+    dir: &Path,
+    profiles: Vec<RawSecretProfile>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<SecretProfile> {
+    let mut seen = HashSet::new();
+    let mut valid = Vec::new();
+    for profile in profiles {
+        let before = errors.len();
+        if !is_name(profile.id.get_ref()) {
+            errors.push(src.at(
+                &profile.id,
+                "id",
+                "must be letters, digits, `-`, `_` or `.`",
+            ));
+        } else if !seen.insert(profile.id.get_ref().clone()) {
+            errors.push(src.at(
+                &profile.id,
+                "id",
+                format!(
+                    "secret profile `{}` is declared twice",
+                    profile.id.get_ref()
+                ),
+            ));
+        }
+        let mut secrets = Vec::new();
+        for secret in profile.secret {
+            let host = secret
+                .host
+                .get_ref()
+                .parse::<HostRule>()
+                .map_err(|e| errors.push(src.at(&secret.host, "secret.host", e.to_string())))
+                .ok();
+            if !is_header_name(secret.header.get_ref()) {
+                errors.push(src.at(
+                    &secret.header,
+                    "secret.header",
+                    format!("`{}` is not an HTTP header name", secret.header.get_ref()),
+                ));
+            }
+            let source = secret_source(src, dir, &secret.value, errors);
+            if let (Some(host), Some(source)) = (host, source) {
+                secrets.push(Secret {
+                    host,
+                    header: secret.header.into_inner().to_ascii_lowercase(),
+                    prefix: secret.prefix,
+                    source,
+                });
+            }
+        }
+        if errors.len() == before {
+            valid.push(SecretProfile {
+                id: profile.id.into_inner(),
+                secrets,
+            });
+        }
+    }
+    valid
+}
+
+/// Where a secret comes from; the value must be there now, so that a task never finds
+/// it missing.
+fn secret_source(
+    src: &Source,
+    dir: &Path,
+    value: &Spanned<String>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<SecretSource> {
+    let text = value.get_ref();
+    let source = if text == "task-credential" {
+        SecretSource::TaskCredential
+    } else if let Some(name) = text.strip_prefix("env:") {
+        match std::env::var(name) {
+            Ok(v) if !v.is_empty() => SecretSource::Env(name.to_owned()),
+            _ => {
+                errors.push(src.at(
+                    value,
+                    "secret.value",
+                    format!("environment variable `{name}` is not set"),
+                ));
+                return None;
+            }
+        }
+    } else if let Some(path) = text.strip_prefix("file:") {
+        let path = dir.join(path);
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => SecretSource::File(path),
+            _ => {
+                errors.push(src.at(
+                    value,
+                    "secret.value",
+                    format!("cannot read secret file {}", path.display()),
+                ));
+                return None;
+            }
+        }
+    } else {
+        errors.push(src.at(
+            value,
+            "secret.value",
+            "must be `env:NAME`, `file:PATH` or `task-credential`; a secret's value is never \
+             written in the configuration",
+        ));
+        return None;
+    };
+    Some(source)
 }
 
 fn validate_rate_cards(
@@ -379,6 +712,13 @@ fn validate_rate_cards(
         }
     }
     valid
+}
+
+/// An HTTP field name: one or more token characters (RFC 9110).
+fn is_header_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn is_name(s: &str) -> bool {

@@ -1,8 +1,10 @@
 //! The validated configuration.
 
 use crate::host_rule::HostRule;
+use isometer_core::Outcome;
 use rust_decimal::Decimal;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// A validated configuration directory.
 #[derive(Debug, Clone)]
@@ -14,6 +16,7 @@ pub struct Config {
     pub tools: Vec<Tool>,
     pub policies: Vec<Policy>,
     pub rate_cards: Vec<RateCard>,
+    pub secret_profiles: Vec<SecretProfile>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,9 +35,13 @@ pub struct Tool {
     pub declared_at: String,
     pub description: String,
     pub default_use_case: String,
+    /// The sha256 (hex) the artifact is pinned to, when it is.
+    pub sha256: Option<String>,
+    /// Each task waits for an approver before it runs.
+    pub destructive: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     pub id: String,
     pub tool_id: String,
@@ -48,6 +55,105 @@ pub struct Policy {
     pub max_egress_requests: u64,
     /// Hosts the tool may reach; empty means no network.
     pub network_allowlist: Vec<HostRule>,
+    /// The secret profile whose secrets the egress gateway injects, by id.
+    pub secret_profile: Option<String>,
+    /// Manifest fields every attempt's evidence must carry (see [`OBSERVABLE_FIELDS`]).
+    pub required_observability_fields: Vec<String>,
+    pub retry: Retry,
+    pub fallback: Fallback,
+}
+
+/// Manifest fields a policy may require. An attempt whose manifest lacks one fails closed.
+pub const OBSERVABLE_FIELDS: [&str; 17] = [
+    "trace_id",
+    "task_id",
+    "run_id",
+    "tenant_id",
+    "tool_id",
+    "use_case",
+    "policy_id",
+    "policy_version",
+    "artifact_hash",
+    "input_hash",
+    "output_hash",
+    "rate_card_version",
+    "cost",
+    "confidence",
+    "egress",
+    "started_ms",
+    "finished_ms",
+];
+
+/// Required when a policy names none.
+pub const DEFAULT_REQUIRED_FIELDS: [&str; 5] = [
+    "trace_id",
+    "policy_id",
+    "artifact_hash",
+    "input_hash",
+    "output_hash",
+];
+
+/// How a task's failed attempts are retried.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retry {
+    /// Attempts at most, the first included; 1 means no retry.
+    pub max_attempts: u16,
+    /// Retries a tenant may spend, as a share of its first attempts over `window`.
+    pub budget_ratio: f64,
+    pub window: Duration,
+    /// The outcomes that are retried.
+    pub on: Vec<Outcome>,
+    /// Wait before the first retry; doubled for each next one.
+    pub backoff: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            max_attempts: 1,
+            budget_ratio: 0.1,
+            window: Duration::from_secs(300),
+            on: vec![Outcome::Failed, Outcome::Trapped, Outcome::TimedOut],
+            backoff: Duration::from_millis(50),
+        }
+    }
+}
+
+/// What a task answers when its last attempt did not succeed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Fallback {
+    /// The failure is the answer.
+    #[default]
+    None,
+    /// This JSON document is the answer (the outcome stays the failure's).
+    Static(String),
+}
+
+/// Secrets the egress gateway may inject, each bound to hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretProfile {
+    pub id: String,
+    pub secrets: Vec<Secret>,
+}
+
+/// One secret: which hosts it may go to, in which header, from where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Secret {
+    pub host: HostRule,
+    pub header: String,
+    pub prefix: String,
+    pub source: SecretSource,
+}
+
+/// Where a secret's value comes from. The value itself is never part of the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// An environment variable of the isometer process.
+    Env(String),
+    /// A file (absolute, or resolved against the configuration directory).
+    File(PathBuf),
+    /// A credential minted for one task and one scope, revoked when the task ends.
+    TaskCredential,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,5 +185,9 @@ impl Config {
 
     pub fn rate_card(&self, tier: &str) -> Option<&RateCard> {
         self.rate_cards.iter().find(|r| r.tier == tier)
+    }
+
+    pub fn secret_profile(&self, id: &str) -> Option<&SecretProfile> {
+        self.secret_profiles.iter().find(|p| p.id == id)
     }
 }

@@ -43,6 +43,11 @@ pub(crate) struct RawTool {
     pub(crate) description: String,
     /// Use case a task of this tool is filed under when the request names none.
     pub(crate) default_use_case: Option<String>,
+    /// sha256 (hex) the artifact must have; a different file is refused at load.
+    pub(crate) sha256: Option<Spanned<String>>,
+    /// The tool changes the world (sends, deletes, pays): each task waits for an approver.
+    #[serde(default)]
+    pub(crate) destructive: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,6 +84,39 @@ pub(crate) struct RawPolicy {
     /// Hosts the tool may reach; none by default.
     #[serde(default)]
     pub(crate) network_allowlist: Vec<RawNetworkRule>,
+    /// The secret profile (secrets.toml) whose secrets the egress gateway injects.
+    pub(crate) secret_profile: Option<Spanned<String>>,
+    /// Manifest fields an attempt's evidence must carry; without one the attempt fails
+    /// closed.
+    pub(crate) required_observability_fields: Option<Spanned<Vec<Spanned<String>>>>,
+    /// How a failed attempt is retried.
+    pub(crate) retry: Option<Spanned<RawRetry>>,
+    /// What the task answers when its attempts are exhausted.
+    pub(crate) fallback: Option<Spanned<RawFallback>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRetry {
+    /// Attempts at most, the first included (default 1: no retry).
+    pub(crate) max_attempts: Option<Spanned<u16>>,
+    /// Retries allowed per tenant as a share of first attempts over the window.
+    pub(crate) budget_ratio: Option<Spanned<f64>>,
+    /// The retry budget's window, in seconds.
+    pub(crate) window_s: Option<Spanned<u64>>,
+    /// Outcomes that are retried (default failed, trapped, timed_out).
+    pub(crate) on: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Wait before the first retry, doubled for each next one, in milliseconds.
+    pub(crate) backoff_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFallback {
+    /// `none` (the failure is the answer) or `static` (answer `body`).
+    pub(crate) kind: Spanned<String>,
+    /// The JSON answered by a `static` fallback.
+    pub(crate) body: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,8 +125,44 @@ pub(crate) struct RawNetworkRule {
     /// `HOST[:PORT]`, `*.DOMAIN[:PORT]`, `*`, or an address (which allows it even when it
     /// is loopback or private).
     pub(crate) host: Spanned<String>,
-    /// HTTP methods allowed; all when absent.
+    /// HTTP methods allowed; all when absent (and no `access`).
     pub(crate) methods: Option<Spanned<Vec<String>>>,
+    /// The intent allowed: `read` (GET, HEAD, OPTIONS) or `write` (POST, PUT, PATCH,
+    /// DELETE); instead of `methods`.
+    pub(crate) access: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SecretsFile {
+    /// The secret profiles, one `[[secret_profile]]` table each.
+    #[serde(default)]
+    pub(crate) secret_profile: Vec<RawSecretProfile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSecretProfile {
+    /// Name policies refer to in `secret_profile`.
+    pub(crate) id: Spanned<String>,
+    /// The secrets, each bound to the hosts it may be sent to.
+    #[serde(default)]
+    pub(crate) secret: Vec<RawSecret>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSecret {
+    /// The host rule the secret is bound to; it is never sent anywhere else.
+    pub(crate) host: Spanned<String>,
+    /// The request header that carries it.
+    pub(crate) header: Spanned<String>,
+    /// What precedes the value in the header, e.g. `Bearer `.
+    #[serde(default)]
+    pub(crate) prefix: String,
+    /// Where the value comes from: `env:NAME`, `file:PATH` (relative to the configuration
+    /// directory) or `task-credential` (minted per task, revoked when it ends).
+    pub(crate) value: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,7 +1,7 @@
 //! Configuration tests: the shipped files load; each kind of mistake is reported with its
 //! file, line and field.
 
-use isometer_policy::{Config, ConfigError};
+use isometer_policy::{Config, ConfigError, Fallback, SecretSource};
 use std::path::{Path, PathBuf};
 
 fn shipped() -> PathBuf {
@@ -11,9 +11,12 @@ fn shipped() -> PathBuf {
 /// A copy of the shipped configuration with one file's text edited.
 fn edited(file: &str, edit: impl Fn(String) -> String) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    for name in isometer_policy::FILES {
+    for name in isometer_policy::FILES
+        .iter()
+        .chain(&isometer_policy::OPTIONAL_FILES)
+    {
         let text = std::fs::read_to_string(shipped().join(name)).expect("shipped file");
-        let text = if name == file { edit(text) } else { text };
+        let text = if *name == file { edit(text) } else { text };
         std::fs::write(dir.path().join(name), text).expect("write");
     }
     dir
@@ -78,6 +81,15 @@ fn the_version_follows_the_content() {
     });
     let b = Config::load(dir.path()).expect("valid").version;
     assert_ne!(a, b);
+}
+
+/// Adds `line` to the first policy, after its line 12.
+fn after_first_policy(text: String, line: &str) -> String {
+    text.replacen(
+        "max_output_bytes = 262_144",
+        &format!("max_output_bytes = 262_144\n{line}"),
+        1,
+    )
 }
 
 /// (file, edit, expected line, expected field, words the message must contain)
@@ -186,6 +198,193 @@ fn mistakes_are_reported_with_file_line_and_field() {
             "price_per_invocation",
             "negative",
         ),
+        (
+            "tools.toml",
+            |t| {
+                t.replacen(
+                    "default_use_case = \"support-summary\"",
+                    "default_use_case = \"support-summary\"\nsha256 = \"abc\"",
+                    1,
+                )
+            },
+            9,
+            "sha256",
+            "64 hex digits",
+        ),
+        (
+            "policies.toml",
+            |t| after_first_policy(t, "secret_profile = \"nope\""),
+            13,
+            "secret_profile",
+            "no secret profile `nope`",
+        ),
+        (
+            "policies.toml",
+            |t| {
+                after_first_policy(
+                    t,
+                    "required_observability_fields = [\"trace_id\", \"colour\"]",
+                )
+            },
+            13,
+            "required_observability_fields",
+            "`colour` is not a manifest field",
+        ),
+        (
+            "policies.toml",
+            |t| after_first_policy(t, "retry = { max_attempts = 0 }"),
+            13,
+            "retry.max_attempts",
+            "between 1 and 10",
+        ),
+        (
+            "policies.toml",
+            |t| after_first_policy(t, "retry = { budget_ratio = 1.5 }"),
+            13,
+            "retry.budget_ratio",
+            "between 0 and 1",
+        ),
+        (
+            "policies.toml",
+            |t| after_first_policy(t, "retry = { window_s = 0 }"),
+            13,
+            "retry.window_s",
+            "between 1 and 86400",
+        ),
+        (
+            "policies.toml",
+            |t| after_first_policy(t, "retry = { backoff_ms = 600000 }"),
+            13,
+            "retry.backoff_ms",
+            "at most 60000",
+        ),
+        (
+            "policies.toml",
+            |t| after_first_policy(t, "retry = { on = [\"fuel_exhausted\"] }"),
+            13,
+            "retry.on",
+            "never retried",
+        ),
+        (
+            "policies.toml",
+            |t| after_first_policy(t, "retry = { on = [\"flaked\"] }"),
+            13,
+            "retry.on",
+            "flaked",
+        ),
+        (
+            "policies.toml",
+            |t| after_first_policy(t, "retry = { max_attempts = 2, tries = 3 }"),
+            13,
+            "retry",
+            "unknown field `tries`",
+        ),
+        (
+            "policies.toml",
+            |t| after_first_policy(t, "fallback = { kind = \"static\", body = '{nope' }"),
+            13,
+            "fallback.body",
+            "is not JSON",
+        ),
+        (
+            "policies.toml",
+            |t| after_first_policy(t, "fallback = { kind = \"static\" }"),
+            13,
+            "fallback.body",
+            "needs a body",
+        ),
+        (
+            "policies.toml",
+            |t| after_first_policy(t, "fallback = { kind = \"retry\" }"),
+            13,
+            "fallback.kind",
+            "use `none` or `static`",
+        ),
+        (
+            "policies.toml",
+            |t| after_first_policy(t, "fallback = { kind = \"none\", body = '{}' }"),
+            13,
+            "fallback.body",
+            "has no body",
+        ),
+        (
+            "policies.toml",
+            |t| {
+                after_first_policy(
+                    t,
+                    "network_allowlist = [{ host = \"a.test\", access = \"delete\" }]",
+                )
+            },
+            13,
+            "network_allowlist.access",
+            "use `read` or `write`",
+        ),
+        (
+            "policies.toml",
+            |t| {
+                after_first_policy(
+                    t,
+                    "network_allowlist = [{ host = \"a.test\", access = \"read\", methods = [\"GET\"] }]",
+                )
+            },
+            13,
+            "network_allowlist.access",
+            "not both",
+        ),
+        (
+            "secrets.toml",
+            |t| t.replacen("value = \"task-credential\"", "value = \"hunter2\"", 1),
+            16,
+            "secret.value",
+            "never written in the configuration",
+        ),
+        (
+            "secrets.toml",
+            |t| {
+                t.replacen(
+                    "value = \"task-credential\"",
+                    "value = \"env:ISOMETER_TEST_NEVER_SET\"",
+                    1,
+                )
+            },
+            16,
+            "secret.value",
+            "`ISOMETER_TEST_NEVER_SET` is not set",
+        ),
+        (
+            "secrets.toml",
+            |t| {
+                t.replacen(
+                    "value = \"task-credential\"",
+                    "value = \"file:missing.token\"",
+                    1,
+                )
+            },
+            16,
+            "secret.value",
+            "cannot read secret file",
+        ),
+        (
+            "secrets.toml",
+            |t| t.replacen("header = \"Authorization\"", "header = \"Auth header\"", 1),
+            14,
+            "secret.header",
+            "not an HTTP header name",
+        ),
+        (
+            "secrets.toml",
+            |t| t.replacen("host = \"*.crm.example.test\"", "host = \"crm example\"", 1),
+            13,
+            "secret.host",
+            "invalid host name",
+        ),
+        (
+            "secrets.toml",
+            |t| t.clone() + "\n[[secret_profile]]\nid = \"crm-task\"\n",
+            19,
+            "id",
+            "declared twice",
+        ),
     ];
     for (file, edit, line, field, words) in cases {
         let dir = edited(file, *edit);
@@ -233,4 +432,65 @@ fn runtime_settings_load_and_are_checked() {
         .expect_err("refused")
         .0;
     assert_eq!(errors[0].field.as_deref(), Some("runtime.max_in_flight"));
+}
+
+#[test]
+fn the_contract_fields_load() {
+    let dir = edited("policies.toml", |t| {
+        after_first_policy(
+            t,
+            "secret_profile = \"crm-task\"\n\
+             required_observability_fields = [\"trace_id\", \"confidence\"]\n\
+             retry = { max_attempts = 3, budget_ratio = 0.2, window_s = 60, on = [\"timed_out\"], backoff_ms = 10 }\n\
+             fallback = { kind = \"static\", body = '{\"summary\":null}' }\n\
+             network_allowlist = [{ host = \"quotes.example.test\", access = \"read\" }, \
+             { host = \"orders.example.test\", access = \"write\" }]",
+        )
+    });
+    let config = Config::load(dir.path()).expect("valid");
+    let policy = config.policy_for("summarize", "free").expect("policy");
+    assert_eq!(policy.secret_profile.as_deref(), Some("crm-task"));
+    assert_eq!(
+        policy.required_observability_fields,
+        ["trace_id", "confidence"]
+    );
+    assert_eq!(
+        (policy.retry.max_attempts, policy.retry.budget_ratio),
+        (3, 0.2)
+    );
+    assert_eq!(policy.retry.window, std::time::Duration::from_secs(60));
+    assert_eq!(policy.retry.on, [isometer_core::Outcome::TimedOut]);
+    assert_eq!(
+        policy.fallback,
+        Fallback::Static("{\"summary\":null}".into())
+    );
+    let [read, write] = policy.network_allowlist.as_slice() else {
+        panic!("{:?}", policy.network_allowlist)
+    };
+    assert!(read.allows_method("GET") && read.allows_method("HEAD"));
+    assert!(!read.allows_method("POST") && !read.allows_method("DELETE"));
+    assert!(write.allows_method("POST") && write.allows_method("DELETE"));
+    assert!(!write.allows_method("GET"));
+
+    // Without them: the default evidence fields, no retry, no fallback, no secrets.
+    let shipped = Config::load(&shipped()).expect("valid");
+    let policy = shipped.policy_for("summarize", "free").expect("policy");
+    assert_eq!(
+        policy.required_observability_fields,
+        isometer_policy::DEFAULT_REQUIRED_FIELDS
+    );
+    assert_eq!(policy.retry.max_attempts, 1);
+    assert_eq!(policy.fallback, Fallback::None);
+    assert_eq!(policy.secret_profile, None);
+    let profile = shipped.secret_profile("crm-task").expect("profile");
+    assert_eq!(profile.secrets[0].source, SecretSource::TaskCredential);
+    assert_eq!(profile.secrets[0].header, "authorization");
+}
+
+#[test]
+fn secrets_toml_may_be_absent() {
+    let dir = edited("tenants.toml", |t| t);
+    std::fs::remove_file(dir.path().join("secrets.toml")).expect("remove");
+    let config = Config::load(dir.path()).expect("valid without secrets.toml");
+    assert!(config.secret_profiles.is_empty());
 }
