@@ -40,6 +40,7 @@ pub(crate) async fn demo(
             spool_dir: Some(spool),
             ..WriterOptions::default()
         })?,
+        super::evidence_signer(cli)?,
         clock.clone(),
     )?);
 

@@ -63,6 +63,12 @@ fn key_dir(cli: &Cli) -> std::path::PathBuf {
     cli.data_dir.join("keys")
 }
 
+/// The signer of this data directory's evidence, creating its key the first time.
+fn evidence_signer(cli: &Cli) -> anyhow::Result<isometer_evidence::BatchSigner> {
+    let key = isometer_evidence::EvidenceKey::load_or_create(&key_dir(cli))?;
+    Ok(isometer_evidence::BatchSigner::new(key)?)
+}
+
 /// Where usage for `database` is spooled.
 fn spool_dir(cli: &Cli, database: &str) -> std::path::PathBuf {
     cli.data_dir.join("spool").join(database)

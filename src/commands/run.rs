@@ -2,7 +2,7 @@
 
 use crate::{Cli, RunArgs};
 use anyhow::{Context, bail};
-use isometer_core::{Outcome, sha256_hex};
+use isometer_core::{Money, Outcome, Verdict, sha256_hex};
 use isometer_evidence::{EvidenceKey, MANIFEST_VERSION, Manifest};
 use isometer_gateway::AllowlistEgress;
 use isometer_runtime::{AttemptEnv, ExecutionReport, Limits, RuntimeError, TaskContext};
@@ -35,15 +35,16 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let started_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let tool_id = args
+        .tool
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let env = AttemptEnv {
         context: TaskContext {
             task_id: "run".into(),
             attempt: 1,
-            tool_id: args
-                .tool
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            tool_id: tool_id.clone(),
             ..TaskContext::default()
         },
         egress: Arc::new(egress),
@@ -66,24 +67,43 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
         // The evidence of the run: what ran, on what, with what result, signed with this
         // data directory's key (`isometer verify` checks it).
         let key = EvidenceKey::load_or_create(&super::key_dir(cli))?;
+        let finished_ms = started_ms
+            .saturating_add(i64::try_from(report.usage.wall_time_us / 1000).unwrap_or(i64::MAX));
         let manifest = key.sign(Manifest {
             manifest_version: MANIFEST_VERSION,
+            trace_id: "run".into(),
             task_id: "run".into(),
             attempt: 1,
+            run_id: "run".into(),
             tenant_id: String::new(),
-            tool_id: args
-                .tool
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            tool_id: tool_id.clone(),
+            use_case: String::new(),
             policy_id: String::new(),
-            config_version: String::new(),
+            policy_version: String::new(),
             artifact_hash: sha256_hex(&bytes),
             input_hash: sha256_hex(input.as_bytes()),
             output_hash: sha256_hex(&report.stdout),
             outcome: report.outcome,
+            verdict: if report
+                .egress
+                .iter()
+                .any(|e| e.verdict == isometer_runtime::Verdict::Deny)
+            {
+                Verdict::Deny
+            } else {
+                Verdict::Allow
+            },
             usage: report.usage,
+            egress: isometer_gateway::egress_evidence(&report.egress),
+            poisoning: Vec::new(),
+            approval_id: None,
+            confidence: None,
             started_ms,
+            finished_ms,
+            rate_card_version: String::new(),
+            cost: Money::ZERO,
+            missing_fields: Vec::new(),
+            output_withheld: false,
         })?;
         let mut json = report_json(&report, artifact_hash.as_deref());
         json["manifest"] = serde_json::to_value(&manifest)?;

@@ -27,6 +27,7 @@ pub(crate) async fn serve(
             spool_dir: Some(super::spool_dir(cli, store.database())),
             ..WriterOptions::default()
         })?,
+        super::evidence_signer(cli)?,
         Arc::new(SystemClock),
     )?;
     serve_until_signal(Arc::new(gateway), store, args.listen, shutdown).await?;

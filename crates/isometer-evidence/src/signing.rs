@@ -1,4 +1,10 @@
-//! Signed manifests: ed25519 over the manifest's canonical bytes, under a key id.
+//! Signed manifests: ed25519 over the root of a Merkle tree of manifests, under a key id.
+//!
+//! A leaf is `sha256(0x00 || canonical bytes)`, a node `sha256(0x01 || left || right)`; a
+//! level with an odd count carries its last node up unchanged. The signature covers
+//! `"isometer manifest batch v1\0" || count (u32, big-endian) || root`. Each signed manifest
+//! carries its leaf index, the leaf count and the sibling hashes up to the root, so that it
+//! verifies without the rest of its batch.
 //!
 //! The signing key lives in the data directory (`keys/evidence.key`, the 32-byte seed in
 //! hex, mode 0600, created on first use). Its key id is the first 16 hex digits of the
@@ -8,6 +14,7 @@
 use crate::{EncodeError, Manifest};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -15,13 +22,100 @@ use std::path::{Path, PathBuf};
 
 const KEY_FILE: &str = "evidence.key";
 
+/// Domain separation for what the evidence key signs.
+const SIGNING_CONTEXT: &[u8] = b"isometer manifest batch v1\0";
+
 /// A manifest with its signature.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SignedManifest {
     pub manifest: Manifest,
     pub key_id: String,
-    /// ed25519 signature of the manifest's canonical bytes, hex.
+    /// ed25519 signature of the batch's root, hex.
     pub signature: String,
+    pub batch: BatchProof,
+}
+
+/// Where a manifest sits in the batch that was signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchProof {
+    /// The Merkle root the signature covers, hex.
+    pub root: String,
+    pub index: u32,
+    pub count: u32,
+    /// Sibling hashes from the leaf up, hex; levels where the node had none are skipped.
+    pub path: Vec<String>,
+}
+
+pub(crate) type Hash = [u8; 32];
+
+pub(crate) fn leaf_hash(canonical: &[u8]) -> Hash {
+    let mut h = Sha256::new();
+    h.update([0u8]);
+    h.update(canonical);
+    h.finalize().into()
+}
+
+fn node_hash(left: &Hash, right: &Hash) -> Hash {
+    let mut h = Sha256::new();
+    h.update([1u8]);
+    h.update(left);
+    h.update(right);
+    h.finalize().into()
+}
+
+fn signed_message(count: u32, root: &Hash) -> Vec<u8> {
+    let mut message = Vec::with_capacity(SIGNING_CONTEXT.len() + 36);
+    message.extend_from_slice(SIGNING_CONTEXT);
+    message.extend_from_slice(&count.to_be_bytes());
+    message.extend_from_slice(root);
+    message
+}
+
+/// The root of `leaves` and, for each leaf, its sibling path.
+pub(crate) fn merkle(leaves: &[Hash]) -> (Hash, Vec<Vec<Hash>>) {
+    let mut paths = vec![Vec::new(); leaves.len()];
+    let mut level = leaves.to_vec();
+    // Which node of the current level each leaf is under.
+    let mut position: Vec<usize> = (0..leaves.len()).collect();
+    while level.len() > 1 {
+        for (leaf, pos) in position.iter_mut().enumerate() {
+            let sibling = *pos ^ 1;
+            if sibling < level.len() {
+                paths[leaf].push(level[sibling]);
+            }
+            *pos /= 2;
+        }
+        level = level
+            .chunks(2)
+            .map(|pair| match pair {
+                [left, right] => node_hash(left, right),
+                [lone] => *lone,
+                _ => unreachable!("chunks of two"),
+            })
+            .collect();
+    }
+    (level.first().copied().unwrap_or([0; 32]), paths)
+}
+
+/// The root a leaf's path leads to, or `None` when the path does not fit the shape.
+fn fold(leaf: Hash, index: u32, count: u32, path: &[Hash]) -> Option<Hash> {
+    if index >= count {
+        return None;
+    }
+    let (mut hash, mut index, mut count) = (leaf, index, count);
+    let mut path = path.iter();
+    while count > 1 {
+        if index % 2 == 1 {
+            hash = node_hash(path.next()?, &hash);
+        } else if index + 1 < count {
+            hash = node_hash(&hash, path.next()?);
+        }
+        index /= 2;
+        count = count.div_ceil(2);
+    }
+    path.next().is_none().then_some(hash)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +143,8 @@ pub enum VerifyError {
     MalformedSignature,
     #[error("the signature does not match the manifest: it was changed after signing")]
     BadSignature,
+    #[error("the manifest's batch proof does not lead to the signed root")]
+    BadProof,
     #[error("the {what} hash is {actual}, the manifest says {recorded}")]
     HashMismatch {
         what: &'static str,
@@ -151,13 +247,50 @@ impl EvidenceKey {
         keys
     }
 
+    /// Signs one manifest: a batch of one.
     pub fn sign(&self, manifest: Manifest) -> Result<SignedManifest, EncodeError> {
-        let signature = self.signing.sign(&manifest.canonical_bytes()?);
-        Ok(SignedManifest {
-            manifest,
-            key_id: self.key_id.clone(),
-            signature: hex::encode(signature.to_bytes()),
-        })
+        let mut signed = self.sign_batch(vec![manifest])?;
+        Ok(signed.remove(0))
+    }
+
+    /// Signs `manifests` with one signature over their Merkle root.
+    pub fn sign_batch(&self, manifests: Vec<Manifest>) -> Result<Vec<SignedManifest>, EncodeError> {
+        let leaves = manifests
+            .iter()
+            .map(|m| Ok(leaf_hash(&m.canonical_bytes()?)))
+            .collect::<Result<Vec<_>, EncodeError>>()?;
+        let sealed = self.seal(&leaves);
+        Ok(manifests
+            .into_iter()
+            .zip(sealed)
+            .map(|(manifest, (signature, batch))| SignedManifest {
+                manifest,
+                key_id: self.key_id.clone(),
+                signature,
+                batch,
+            })
+            .collect())
+    }
+
+    /// One signature over the tree of `leaves`, and each leaf's proof.
+    pub(crate) fn seal(&self, leaves: &[Hash]) -> Vec<(String, BatchProof)> {
+        let count = u32::try_from(leaves.len()).expect("a batch of fewer than 2^32 manifests");
+        let (root, paths) = merkle(leaves);
+        let signature = hex::encode(self.signing.sign(&signed_message(count, &root)).to_bytes());
+        let root = hex::encode(root);
+        paths
+            .into_iter()
+            .enumerate()
+            .map(|(index, path)| {
+                let proof = BatchProof {
+                    root: root.clone(),
+                    index: index as u32,
+                    count,
+                    path: path.iter().map(hex::encode).collect(),
+                };
+                (signature.clone(), proof)
+            })
+            .collect()
     }
 }
 
@@ -188,12 +321,33 @@ impl SignedManifest {
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or(VerifyError::MalformedSignature)?;
-        let message = self
+        let canonical = self
             .manifest
             .canonical_bytes()
             .map_err(|e| VerifyError::Encode(e.to_string()))?;
-        key.verify(&message, &Signature::from_bytes(&bytes))
-            .map_err(|_| VerifyError::BadSignature)
+        let path = self
+            .batch
+            .path
+            .iter()
+            .map(|h| hex::decode(h).ok()?.try_into().ok())
+            .collect::<Option<Vec<Hash>>>()
+            .ok_or(VerifyError::BadProof)?;
+        let root = fold(
+            leaf_hash(&canonical),
+            self.batch.index,
+            self.batch.count,
+            &path,
+        )
+        .ok_or(VerifyError::BadProof)?;
+        if hex::encode(root) != self.batch.root {
+            // Either the manifest or its proof was changed; the signature cannot hold.
+            return Err(VerifyError::BadSignature);
+        }
+        key.verify(
+            &signed_message(self.batch.count, &root),
+            &Signature::from_bytes(&bytes),
+        )
+        .map_err(|_| VerifyError::BadSignature)
     }
 
     /// Checks that the given artifact, input and output are the ones the manifest names.
@@ -249,6 +403,42 @@ mod tests {
             forged.verify(&key.trusted()),
             Err(VerifyError::UnknownKey(_))
         ));
+    }
+
+    #[test]
+    fn every_manifest_of_a_batch_verifies_on_its_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = EvidenceKey::load_or_create(dir.path()).expect("key");
+        for n in [1usize, 2, 3, 5, 8, 13, 64, 100] {
+            let manifests: Vec<Manifest> = (0..n)
+                .map(|i| {
+                    let mut m = crate::tests::manifest();
+                    m.task_id = format!("t{i}");
+                    m
+                })
+                .collect();
+            let signed = key.sign_batch(manifests).expect("signed");
+            assert_eq!(signed.len(), n);
+            let roots: std::collections::HashSet<_> =
+                signed.iter().map(|s| s.batch.root.clone()).collect();
+            assert_eq!(roots.len(), 1, "one root per batch");
+            for s in &signed {
+                s.verify(&key.trusted())
+                    .unwrap_or_else(|e| panic!("{n}/{}: {e}", s.batch.index));
+            }
+            // Swapping two manifests' proofs breaks both.
+            if n > 1 {
+                let mut swapped = signed[0].clone();
+                swapped.batch = signed[1].batch.clone();
+                assert!(swapped.verify(&key.trusted()).is_err());
+                let mut short = signed[n - 1].clone();
+                short.batch.path.pop();
+                assert_eq!(short.verify(&key.trusted()), Err(VerifyError::BadProof));
+                let mut recounted = signed[0].clone();
+                recounted.batch.count += 1;
+                assert!(recounted.verify(&key.trusted()).is_err());
+            }
+        }
     }
 
     #[test]

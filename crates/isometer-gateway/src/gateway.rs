@@ -6,10 +6,10 @@ use crate::error::GatewayError;
 use crate::task::{AttemptSummary, TaskRequest, TaskResponse};
 use chrono::TimeDelta;
 use isometer_core::{Clock, Outcome, TaskRecord, UsageEvent, Verdict, event_id, sha256_hex};
-use isometer_evidence::{MANIFEST_VERSION, Manifest};
+use isometer_evidence::{BatchSigner, EgressEntry, MANIFEST_VERSION, Manifest};
 use isometer_policy::Config;
 use isometer_runtime::{Artifact, AttemptEnv, ExecutionReport, Limits, Runtime, TaskContext};
-use isometer_store::UsageWriter;
+use isometer_store::{ManifestRecord, UsageWriter};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +23,7 @@ pub struct Gateway {
     /// Each policy's egress allowlist, by policy id.
     egress: HashMap<String, Arc<AllowlistEgress>>,
     writer: UsageWriter,
+    signer: BatchSigner,
     clock: Arc<dyn Clock>,
 }
 
@@ -32,9 +33,10 @@ impl Gateway {
     pub fn new(
         config: Arc<Config>,
         writer: UsageWriter,
+        signer: BatchSigner,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, GatewayError> {
-        Self::with_runtime(config, Runtime::new()?, writer, clock)
+        Self::with_runtime(config, Runtime::new()?, writer, signer, clock)
     }
 
     /// [`Gateway::new`] with a runtime of the caller's options (pool size, compiled-code
@@ -43,6 +45,7 @@ impl Gateway {
         config: Arc<Config>,
         runtime: Runtime,
         writer: UsageWriter,
+        signer: BatchSigner,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, GatewayError> {
         let mut artifacts = HashMap::new();
@@ -94,8 +97,14 @@ impl Gateway {
             artifacts,
             egress,
             writer,
+            signer,
             clock,
         })
+    }
+
+    /// The signer of this gateway's evidence (its key id and the keys that verify it).
+    pub fn signer(&self) -> &BatchSigner {
+        &self.signer
     }
 
     pub fn config(&self) -> &Config {
@@ -147,6 +156,10 @@ impl Gateway {
                 "confidence must be between 0 and 1, not {c}"
             )));
         }
+        let trace_id = match request.trace_id {
+            Some(id) => validated_id("trace_id", id)?,
+            None => task_id.clone(),
+        };
         let input = serde_json::to_vec(&request.input)
             .map_err(|e| GatewayError::InvalidRequest(format!("input: {e}")))?;
 
@@ -180,7 +193,7 @@ impl Gateway {
                         attempt: 1,
                         tenant_id: tenant.id.clone(),
                         tool_id: tool_id.clone(),
-                        trace_id: task_id.clone(),
+                        trace_id: trace_id.clone(),
                         run_id: run_id.clone(),
                         use_case: use_case.clone(),
                     },
@@ -209,21 +222,83 @@ impl Gateway {
             + TimeDelta::microseconds(i64::try_from(report.usage.wall_time_us).unwrap_or(i64::MAX));
         let cost = isometer_billing::rate(&report.usage, ran, card).total;
         let attempt = 1;
+        let mut report = report;
+        let egress_denied = report
+            .egress
+            .iter()
+            .any(|e| e.verdict == isometer_runtime::Verdict::Deny);
 
-        let manifest = Manifest {
+        let mut manifest = Manifest {
             manifest_version: MANIFEST_VERSION,
+            trace_id: trace_id.clone(),
+            task_id: task_id.clone(),
+            attempt,
+            run_id: run_id.clone(),
+            tenant_id: tenant.id.clone(),
+            tool_id: tool_id.clone(),
+            use_case: use_case.clone(),
+            policy_id: policy_id.clone(),
+            policy_version: self.config.version.clone(),
+            artifact_hash: artifact_hash.clone(),
+            input_hash: sha256_hex(&input),
+            output_hash: if ran {
+                sha256_hex(&report.stdout)
+            } else {
+                String::new()
+            },
+            outcome: report.outcome,
+            verdict: if ran && !egress_denied {
+                Verdict::Allow
+            } else {
+                Verdict::Deny
+            },
+            usage: report.usage,
+            egress: egress_evidence(&report.egress),
+            poisoning: Vec::new(),
+            approval_id: None,
+            confidence: request.confidence,
+            started_ms: started.timestamp_millis(),
+            finished_ms: finished.timestamp_millis(),
+            rate_card_version: card.version.clone(),
+            cost,
+            missing_fields: Vec::new(),
+            output_withheld: false,
+        };
+        // Fail closed: an attempt whose evidence lacks a field its policy requires gives
+        // no output and is denied; the manifest says what was missing.
+        if ran && let Some(policy) = policy {
+            manifest.missing_fields = manifest.missing(&policy.required_observability_fields);
+        }
+        if !manifest.missing_fields.is_empty() {
+            let missing = manifest.missing_fields.join(", ");
+            report.detail = Some(format!(
+                "evidence incomplete (missing {missing}): output withheld"
+            ));
+            report.outcome = Outcome::PolicyDenied;
+            manifest.outcome = Outcome::PolicyDenied;
+            manifest.verdict = Verdict::Deny;
+            manifest.output_withheld = true;
+        }
+        let manifest_digest = manifest.digest()?;
+        let signed = self.signer.sign(manifest).await?;
+        let evidence = ManifestRecord {
+            manifest_id: event_id(&task_id, attempt),
+            started,
+            trace_id: trace_id.clone(),
             task_id: task_id.clone(),
             attempt,
             tenant_id: tenant.id.clone(),
             tool_id: tool_id.clone(),
             policy_id: policy_id.clone(),
-            config_version: self.config.version.clone(),
-            artifact_hash: artifact_hash.clone(),
-            input_hash: sha256_hex(&input),
-            output_hash: sha256_hex(&report.stdout),
-            outcome: report.outcome,
-            usage: report.usage,
-            started_ms: started.timestamp_millis(),
+            policy_version: self.config.version.clone(),
+            outcome: signed.manifest.outcome,
+            verdict: signed.manifest.verdict,
+            key_id: signed.key_id.clone(),
+            digest: manifest_digest.clone(),
+            signed: serde_json::to_string(&signed).map_err(isometer_evidence::EncodeError::from)?,
+            input,
+            output: report.stdout.clone(),
+            logs: report.stderr.clone(),
         };
         let event = UsageEvent {
             event_id: event_id(&task_id, attempt),
@@ -240,14 +315,8 @@ impl Gateway {
             exit_code: report.exit_code,
             usage: report.usage,
             policy_version: self.config.version.clone(),
-            verdict: if ran && report.outcome != Outcome::EgressDenied {
-                Verdict::Allow
-            } else {
-                Verdict::Deny
-            },
-            // A manifest names the policy, the artifact and the input and output hashes
-            // only for an attempt that ran.
-            evidence_complete: ran && !policy_id.is_empty() && !artifact_hash.is_empty(),
+            verdict: signed.manifest.verdict,
+            evidence_complete: ran && signed.manifest.missing_fields.is_empty(),
             confidence: request.confidence,
             policy_id: policy_id.clone(),
             artifact_hash,
@@ -268,17 +337,25 @@ impl Gateway {
             attempts: 1,
             total_cost: cost,
         };
-        self.writer.record(vec![event], record).await?;
+        self.writer
+            .record_with_evidence(vec![event], record, vec![evidence])
+            .await?;
 
+        let output = if signed.manifest.output_withheld {
+            serde_json::Value::Null
+        } else {
+            output_value(&report.stdout)
+        };
         Ok(TaskResponse {
             task_id,
+            trace_id,
             tenant_id: tenant.id.clone(),
             tool_id,
             use_case,
             run_id,
             run_class: request.run_class,
             outcome: report.outcome,
-            output: output_value(&report.stdout),
+            output,
             attempts: vec![AttemptSummary {
                 attempt,
                 outcome: report.outcome,
@@ -288,12 +365,33 @@ impl Gateway {
                 policy_id,
                 stderr: String::from_utf8_lossy(&report.stderr).into_owned(),
                 detail: report.detail,
-                manifest_digest: manifest.digest()?,
+                manifest_digest,
+                manifest: signed,
             }],
             total_cost: cost,
             currency: card.currency.clone(),
         })
     }
+}
+
+/// An attempt's egress calls as evidence.
+pub fn egress_evidence(calls: &[isometer_runtime::EgressRecord]) -> Vec<EgressEntry> {
+    calls
+        .iter()
+        .map(|c| EgressEntry {
+            method: c.method.clone(),
+            url: c.url.clone(),
+            verdict: match c.verdict {
+                isometer_runtime::Verdict::Allow => Verdict::Allow,
+                isometer_runtime::Verdict::Deny => Verdict::Deny,
+            },
+            rule: c.rule.clone(),
+            reason: c.reason.clone(),
+            status: c.status,
+            bytes_out: c.bytes_out,
+            bytes_in: c.bytes_in,
+        })
+        .collect()
 }
 
 fn validated_id(field: &str, id: String) -> Result<String, GatewayError> {

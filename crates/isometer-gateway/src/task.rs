@@ -1,6 +1,7 @@
 //! The request and the answer of one task, as the API speaks them.
 
 use isometer_core::{Money, Outcome, RunClass, Usage};
+use isometer_evidence::SignedManifest;
 use serde::{Deserialize, Serialize};
 
 /// A task to run.
@@ -23,19 +24,25 @@ pub struct TaskRequest {
     /// The agent's confidence in this call, in [0, 1], when it gives one.
     #[serde(default)]
     pub confidence: Option<f32>,
+    /// The caller's trace id (same characters as `task_id`); the task id when absent.
+    /// Manifests are found by it.
+    #[serde(default)]
+    pub trace_id: Option<String>,
 }
 
 /// What became of a task.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TaskResponse {
     pub task_id: String,
+    pub trace_id: String,
     pub tenant_id: String,
     pub tool_id: String,
     pub use_case: String,
     pub run_id: String,
     pub run_class: RunClass,
     pub outcome: Outcome,
-    /// The tool's stdout: parsed when it is JSON, a string otherwise, null when empty.
+    /// The tool's stdout: parsed when it is JSON, a string otherwise, null when empty or
+    /// withheld (see the attempt's manifest).
     pub output: serde_json::Value,
     pub attempts: Vec<AttemptSummary>,
     #[serde(with = "rust_decimal::serde::str")]
@@ -59,4 +66,6 @@ pub struct AttemptSummary {
     pub detail: Option<String>,
     /// sha256 of the attempt's canonical execution manifest.
     pub manifest_digest: String,
+    /// The attempt's signed execution manifest.
+    pub manifest: SignedManifest,
 }

@@ -110,6 +110,8 @@ pub async fn run(
             run_class,
             task_id: None,
             confidence: None,
+            // The agent's session is one trace: its manifests are found together.
+            trace_id: Some(format!("{tenant}-trace-{run_no}")),
         };
         let response = gateway.submit(request).await?;
         *summary

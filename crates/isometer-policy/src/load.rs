@@ -202,7 +202,11 @@ impl Config {
                 description: t.description,
             });
         }
-        let tool_ids: HashSet<&str> = valid_tools.iter().map(|t| t.id.as_str()).collect();
+        let known = Known {
+            tools: valid_tools.iter().map(|t| t.id.as_str()).collect(),
+            tiers: tiers.clone(),
+            profiles: profile_ids,
+        };
 
         let mut valid_policies = Vec::new();
         let mut seen_ids = HashSet::new();
@@ -211,9 +215,7 @@ impl Config {
             if let Some(policy) = validate_policy(
                 &policies_src,
                 p,
-                &tool_ids,
-                &tiers,
-                &profile_ids,
+                &known,
                 &mut seen_ids,
                 &mut seen_pairs,
                 &mut errors,
@@ -255,12 +257,17 @@ impl Config {
     }
 }
 
+/// The names other files declare, for checking a policy's references.
+struct Known<'a> {
+    tools: HashSet<&'a str>,
+    tiers: HashSet<&'a str>,
+    profiles: HashSet<&'a str>,
+}
+
 fn validate_policy(
     src: &Source,
     p: RawPolicy,
-    tools: &HashSet<&str>,
-    tiers: &HashSet<&str>,
-    profiles: &HashSet<&str>,
+    known: &Known<'_>,
     seen_ids: &mut HashSet<String>,
     seen_pairs: &mut HashSet<(String, String)>,
     errors: &mut Vec<ConfigError>,
@@ -273,14 +280,14 @@ fn validate_policy(
             format!("policy `{}` is declared twice", p.id.get_ref()),
         ));
     }
-    if !tools.contains(p.tool_id.get_ref().as_str()) {
+    if !known.tools.contains(p.tool_id.get_ref().as_str()) {
         errors.push(src.at(
             &p.tool_id,
             "tool_id",
             format!("no tool `{}` in tools.toml", p.tool_id.get_ref()),
         ));
     }
-    if !tiers.contains(p.tenant_tier.get_ref().as_str()) {
+    if !known.tiers.contains(p.tenant_tier.get_ref().as_str()) {
         errors.push(src.at(
             &p.tenant_tier,
             "tenant_tier",
@@ -386,7 +393,7 @@ fn validate_policy(
         }
     }
     if let Some(profile) = &p.secret_profile
-        && !profiles.contains(profile.get_ref().as_str())
+        && !known.profiles.contains(profile.get_ref().as_str())
     {
         errors.push(src.at(
             profile,

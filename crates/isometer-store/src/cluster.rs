@@ -13,7 +13,7 @@ use crate::error::StoreError;
 /// Distributed table.
 fn sharding_key(table: &str) -> &'static str {
     match table {
-        "usage_events" | "tasks" => "cityHash64(task_id)",
+        "usage_events" | "tasks" | "manifests" => "cityHash64(task_id)",
         _ => "rand()",
     }
 }

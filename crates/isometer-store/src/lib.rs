@@ -17,6 +17,7 @@ pub use error::StoreError;
 pub use managed::{ManagedClickHouse, ServerOptions};
 pub use migrate::{Migration, MigrationReport};
 pub use queries::{OutcomeCount, Reconciliation, TenantSummary, Totals};
+pub use rows::ManifestRecord;
 pub use spool::{Spool, SpoolError, SpoolOptions, SpoolReader, SpoolRecord, SpoolStatus};
 pub use writer::{UsageWriter, WriterOptions, WriterStatus, spool_status};
 

@@ -1,7 +1,7 @@
 //! Read queries for the dashboard, the API and tests.
 
 use crate::error::StoreError;
-use crate::rows::{EventRow, money_from_i128};
+use crate::rows::{EventRow, ManifestRecord, ManifestRow, Shipped, money_from_i128};
 use isometer_core::{Money, UsageEvent};
 use serde::Deserialize;
 
@@ -165,6 +165,30 @@ impl crate::Store {
     }
 
     /// Attempts per outcome, most frequent first.
+    /// Every attempt's manifest recorded under `trace_id`, by task and attempt.
+    pub async fn manifests_by_trace(
+        &self,
+        trace_id: &str,
+    ) -> Result<Vec<ManifestRecord>, StoreError> {
+        let rows: Vec<ManifestRow> = self
+            .client
+            .query(
+                "SELECT manifest_id, manifest_date, started_ms, trace_id, task_id, attempt, \
+                 tenant_id, tool_id, policy_id, policy_version, outcome, verdict, key_id, digest, \
+                 signed, input, output, logs, batch_id \
+                 FROM manifests WHERE trace_id = ? ORDER BY started_ms, task_id, attempt",
+            )
+            .bind(trace_id)
+            .fetch_all()
+            .await?;
+        let mut seen = std::collections::HashSet::new();
+        rows.into_iter()
+            // A replacing table may hold a row twice until it merges.
+            .filter(|r| seen.insert(r.key().to_owned()))
+            .map(ManifestRecord::try_from)
+            .collect()
+    }
+
     pub async fn outcome_counts(&self) -> Result<Vec<OutcomeCount>, StoreError> {
         Ok(self
             .client

@@ -258,6 +258,127 @@ impl Shipped for TaskRow {
     }
 }
 
+/// One attempt's signed manifest with what replaying it needs, as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestRecord {
+    /// The attempt's event id: unique per task and attempt.
+    pub manifest_id: String,
+    pub started: DateTime<Utc>,
+    pub trace_id: String,
+    pub task_id: String,
+    pub attempt: u16,
+    pub tenant_id: String,
+    pub tool_id: String,
+    pub policy_id: String,
+    pub policy_version: String,
+    pub outcome: Outcome,
+    pub verdict: Verdict,
+    pub key_id: String,
+    /// sha256 of the manifest's canonical bytes.
+    pub digest: String,
+    /// The signed manifest, JSON.
+    pub signed: String,
+    pub input: Vec<u8>,
+    pub output: Vec<u8>,
+    pub logs: Vec<u8>,
+}
+
+#[derive(Debug, Clone, clickhouse::Row, Serialize, Deserialize)]
+pub(crate) struct ManifestRow {
+    manifest_id: String,
+    manifest_date: u16,
+    started_ms: u64,
+    trace_id: String,
+    task_id: String,
+    attempt: u16,
+    tenant_id: String,
+    tool_id: String,
+    policy_id: String,
+    policy_version: String,
+    outcome: String,
+    verdict: String,
+    key_id: String,
+    digest: String,
+    signed: String,
+    #[serde(with = "serde_bytes")]
+    input: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    output: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    logs: Vec<u8>,
+    pub(crate) batch_id: u64,
+}
+
+impl From<&ManifestRecord> for ManifestRow {
+    fn from(m: &ManifestRecord) -> Self {
+        ManifestRow {
+            manifest_id: m.manifest_id.clone(),
+            manifest_date: days_since_epoch(m.started),
+            started_ms: millis(m.started),
+            trace_id: m.trace_id.clone(),
+            task_id: m.task_id.clone(),
+            attempt: m.attempt,
+            tenant_id: m.tenant_id.clone(),
+            tool_id: m.tool_id.clone(),
+            policy_id: m.policy_id.clone(),
+            policy_version: m.policy_version.clone(),
+            outcome: m.outcome.as_str().to_owned(),
+            verdict: m.verdict.as_str().to_owned(),
+            key_id: m.key_id.clone(),
+            digest: m.digest.clone(),
+            signed: m.signed.clone(),
+            input: m.input.clone(),
+            output: m.output.clone(),
+            logs: m.logs.clone(),
+            batch_id: 0,
+        }
+    }
+}
+
+impl TryFrom<ManifestRow> for ManifestRecord {
+    type Error = StoreError;
+
+    fn try_from(r: ManifestRow) -> Result<Self, StoreError> {
+        let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError::Corrupt(format!("manifest {}: {what}: {e}", r.manifest_id))
+        };
+        Ok(ManifestRecord {
+            started: from_millis(r.started_ms),
+            outcome: r.outcome.parse().map_err(|e| corrupt("outcome", &e))?,
+            verdict: r.verdict.parse().map_err(|e| corrupt("verdict", &e))?,
+            manifest_id: r.manifest_id,
+            trace_id: r.trace_id,
+            task_id: r.task_id,
+            attempt: r.attempt,
+            tenant_id: r.tenant_id,
+            tool_id: r.tool_id,
+            policy_id: r.policy_id,
+            policy_version: r.policy_version,
+            key_id: r.key_id,
+            digest: r.digest,
+            signed: r.signed,
+            input: r.input,
+            output: r.output,
+            logs: r.logs,
+        })
+    }
+}
+
+impl Shipped for ManifestRow {
+    const TABLE: &'static str = "manifests";
+    const KEY: &'static str = "manifest_id";
+    const DAY: &'static str = "manifest_date";
+    fn key(&self) -> &str {
+        &self.manifest_id
+    }
+    fn day(&self) -> u16 {
+        self.manifest_date
+    }
+    fn set_batch(&mut self, batch_id: u64) {
+        self.batch_id = batch_id;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

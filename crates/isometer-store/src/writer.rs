@@ -14,7 +14,7 @@
 //!   `rejected/` in the spool directory, reported by `flush`, and skipped.
 
 use crate::error::StoreError;
-use crate::rows::{EventRow, Shipped, TaskRow};
+use crate::rows::{EventRow, ManifestRecord, ManifestRow, Shipped, TaskRow};
 use crate::spool::{Spool, SpoolError, SpoolOptions, SpoolReader, SpoolRecord, SpoolStatus};
 use clickhouse::Client;
 use isometer_core::{TaskRecord, UsageEvent};
@@ -179,8 +179,19 @@ impl UsageWriter {
         events: Vec<UsageEvent>,
         task: TaskRecord,
     ) -> Result<(), StoreError> {
-        let payload = encode_task(&events, &task)?;
-        let rows = u32::try_from(events.len() + 1).unwrap_or(u32::MAX);
+        self.record_with_evidence(events, task, Vec::new()).await
+    }
+
+    /// [`UsageWriter::record`] with the attempts' signed manifests, which travel in the
+    /// same spool record: a task's usage and its evidence land together.
+    pub async fn record_with_evidence(
+        &self,
+        events: Vec<UsageEvent>,
+        task: TaskRecord,
+        manifests: Vec<ManifestRecord>,
+    ) -> Result<(), StoreError> {
+        let payload = encode_task(&events, &task, &manifests)?;
+        let rows = u32::try_from(events.len() + 1 + manifests.len()).unwrap_or(u32::MAX);
         match self.spool.append(payload, rows).await {
             Ok(_) => Ok(()),
             Err(SpoolError::Full { .. }) => Err(StoreError::SpoolFull),
@@ -197,7 +208,7 @@ impl UsageWriter {
             .iter()
             .map(|(events, task)| {
                 let rows = u32::try_from(events.len() + 1).unwrap_or(u32::MAX);
-                encode_task(events, task).map(|payload| (payload, rows))
+                encode_task(events, task, &[]).map(|payload| (payload, rows))
             })
             .collect::<Result<Vec<_>, _>>()?;
         match self.spool.append_many(records).await {
@@ -253,28 +264,41 @@ pub fn spool_status(dir: &Path) -> Result<SpoolStatus, StoreError> {
 
 /// The layout of a spool record's payload: a byte naming it, then the rows (postcard).
 /// A new row layout takes a new number, so records written before it still decode.
-const PAYLOAD_FORMAT: u8 = 1;
+/// Format 1: (events, task). Format 2: (events, task, manifests).
+const PAYLOAD_FORMAT: u8 = 2;
 
 /// A task's rows as one spool record.
-fn encode_task(events: &[UsageEvent], task: &TaskRecord) -> Result<Vec<u8>, StoreError> {
+fn encode_task(
+    events: &[UsageEvent],
+    task: &TaskRecord,
+    manifests: &[ManifestRecord],
+) -> Result<Vec<u8>, StoreError> {
     let events = events
         .iter()
         .map(EventRow::try_from)
         .collect::<Result<Vec<_>, _>>()?;
     let task = TaskRow::try_from(task)?;
+    let manifests: Vec<ManifestRow> = manifests.iter().map(ManifestRow::from).collect();
     let mut payload = vec![PAYLOAD_FORMAT];
-    postcard::to_io(&(events, task), &mut payload)
+    postcard::to_io(&(events, task, manifests), &mut payload)
         .map_err(|e| StoreError::Corrupt(format!("cannot encode a spool record: {e}")))?;
     Ok(payload)
 }
 
-fn decode_task(record: &SpoolRecord) -> Result<(Vec<EventRow>, TaskRow), StoreError> {
+/// The rows of one spool record.
+type TaskRows = (Vec<EventRow>, TaskRow, Vec<ManifestRow>);
+
+fn decode_task(record: &SpoolRecord) -> Result<TaskRows, StoreError> {
+    let undecodable = |e: postcard::Error| {
+        StoreError::Corrupt(format!("spool record {} does not decode: {e}", record.seq))
+    };
     match record.payload.split_first() {
-        Some((&PAYLOAD_FORMAT, rows)) => postcard::from_bytes(rows).map_err(|e| {
-            StoreError::Corrupt(format!("spool record {} does not decode: {e}", record.seq))
-        }),
+        Some((&PAYLOAD_FORMAT, rows)) => postcard::from_bytes(rows).map_err(undecodable),
+        Some((1, rows)) => postcard::from_bytes(rows)
+            .map(|(events, task)| (events, task, Vec::new()))
+            .map_err(undecodable),
         Some((format, _)) => Err(StoreError::Corrupt(format!(
-            "spool record {} has payload format {format}; this isometer reads format {PAYLOAD_FORMAT}",
+            "spool record {} has payload format {format}; this isometer reads formats 1 to {PAYLOAD_FORMAT}",
             record.seq
         ))),
         None => Err(StoreError::Corrupt(format!(
@@ -348,22 +372,24 @@ struct Batch {
     end: u64,
     events: Vec<EventRow>,
     tasks: Vec<TaskRow>,
+    manifests: Vec<ManifestRow>,
     records: Vec<SpoolRecord>,
 }
 
 impl Batch {
     fn rows(&self) -> usize {
-        self.events.len() + self.tasks.len()
+        self.events.len() + self.tasks.len() + self.manifests.len()
     }
 
     fn add(&mut self, record: SpoolRecord) -> Result<(), StoreError> {
-        let (events, task) = decode_task(&record)?;
+        let (events, task, manifests) = decode_task(&record)?;
         if self.records.is_empty() {
             self.first = record.seq;
         }
         self.end = record.seq + 1;
         self.events.extend(events);
         self.tasks.push(task);
+        self.manifests.extend(manifests);
         self.records.push(record);
         Ok(())
     }
@@ -372,6 +398,7 @@ impl Batch {
         let id = self.first;
         self.events.iter_mut().for_each(|r| r.set_batch(id));
         self.tasks.iter_mut().for_each(|r| r.set_batch(id));
+        self.manifests.iter_mut().for_each(|r| r.set_batch(id));
     }
 }
 
@@ -465,12 +492,13 @@ impl Shipper {
             pending: Some((batch.first, batch.end)),
         };
         self.write_checkpoint(intent).await;
-        // Both tables at once: ClickHouse parses each insert on its own core.
-        let (events, tasks) = tokio::join!(
+        // The tables at once: ClickHouse parses each insert on its own core.
+        let (events, tasks, manifests) = tokio::join!(
             self.settle(&mut batch.events, batch.first, in_doubt),
-            self.settle(&mut batch.tasks, batch.first, in_doubt)
+            self.settle(&mut batch.tasks, batch.first, in_doubt),
+            self.settle(&mut batch.manifests, batch.first, in_doubt)
         );
-        let rejected = events.err().or(tasks.err());
+        let rejected = events.err().or(tasks.err()).or(manifests.err());
         if let Some(mut rejected) = rejected {
             rejected.kept = self.set_aside(&batch);
             tracing::error!(
@@ -519,6 +547,9 @@ impl Shipper {
         batch_id: u64,
         mut in_doubt: bool,
     ) -> Result<(), Rejected> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         let mut backoff = Duration::from_millis(100);
         let mut refusals = 0;
         let mut attempt = 0u32;
@@ -688,4 +719,74 @@ async fn insert<T: Shipped>(
         insert.write(row).await?;
     }
     insert.end().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use isometer_core::{Outcome, RunClass, Verdict};
+
+    fn task() -> TaskRecord {
+        let t = chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("time");
+        TaskRecord {
+            task_id: "t1".into(),
+            submitted: t,
+            finished: t,
+            tenant_id: "acme".into(),
+            tier: "standard".into(),
+            use_case: "u".into(),
+            tool_id: "summarize".into(),
+            run_id: "r".into(),
+            run_class: RunClass::Customer,
+            outcome: Outcome::Success,
+            attempts: 1,
+            total_cost: "0.5".parse().expect("decimal"),
+        }
+    }
+
+    fn record(payload: Vec<u8>) -> SpoolRecord {
+        SpoolRecord {
+            seq: 7,
+            appended_ms: 0,
+            rows: 1,
+            payload,
+        }
+    }
+
+    #[test]
+    fn records_of_the_previous_payload_format_still_decode() {
+        let mut old = vec![1u8];
+        let rows: (Vec<EventRow>, TaskRow) = (Vec::new(), TaskRow::try_from(&task()).expect("row"));
+        postcard::to_io(&rows, &mut old).expect("encoded");
+        let (events, task_row, manifests) = decode_task(&record(old)).expect("decodes");
+        assert!(events.is_empty() && manifests.is_empty());
+        assert_eq!(task_row.key(), "t1");
+
+        let manifest = ManifestRecord {
+            manifest_id: "t1/1".into(),
+            started: task().submitted,
+            trace_id: "tr".into(),
+            task_id: "t1".into(),
+            attempt: 1,
+            tenant_id: "acme".into(),
+            tool_id: "summarize".into(),
+            policy_id: "p".into(),
+            policy_version: "v".into(),
+            outcome: Outcome::Success,
+            verdict: Verdict::Allow,
+            key_id: "k".into(),
+            digest: "d".into(),
+            signed: "{}".into(),
+            input: b"{}".to_vec(),
+            output: vec![0xff, 0x00],
+            logs: Vec::new(),
+        };
+        let current = encode_task(&[], &task(), std::slice::from_ref(&manifest)).expect("encoded");
+        let (_, _, manifests) = decode_task(&record(current)).expect("decodes");
+        let back = ManifestRecord::try_from(manifests[0].clone()).expect("record");
+        assert_eq!(back, manifest);
+
+        let err = decode_task(&record(vec![9, 0])).expect_err("unknown format");
+        assert!(err.to_string().contains("payload format 9"), "{err}");
+    }
 }

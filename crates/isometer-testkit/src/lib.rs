@@ -34,6 +34,15 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")))
 }
 
+/// An evidence signer with a key of its own, in a temporary directory that lasts as long
+/// as the test process.
+pub fn signer() -> isometer_evidence::BatchSigner {
+    static KEYS: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let dir = KEYS.get_or_init(|| tempfile::tempdir().expect("a temporary directory"));
+    let key = isometer_evidence::EvidenceKey::load_or_create(dir.path()).expect("evidence key");
+    isometer_evidence::BatchSigner::new(key).expect("signer thread")
+}
+
 /// The shared ephemeral server of this test binary.
 pub fn clickhouse() -> &'static ManagedClickHouse {
     static SERVER: OnceLock<ManagedClickHouse> = OnceLock::new();

@@ -2,6 +2,7 @@
 //! policy's allowlist reach the guest, and egress is metered in the recorded usage.
 
 use isometer_core::{Outcome, SystemClock, Verdict};
+use isometer_evidence::SignedManifest;
 use isometer_gateway::{Gateway, TaskRequest};
 use isometer_policy::{Config, Policy, Tool};
 use isometer_store::WriterOptions;
@@ -24,6 +25,8 @@ fn config(upstream: &Upstream) -> Config {
         declared_at: "test".into(),
         description: "sends one email".into(),
         default_use_case: "notify".into(),
+        sha256: None,
+        destructive: false,
     });
     let template = config.policies[0].clone();
     config.policies.push(Policy {
@@ -51,6 +54,7 @@ async fn a_policy_allowlist_and_the_task_context_reach_the_tool() {
     let gateway = Gateway::new(
         Arc::new(config(&upstream)),
         store.writer(WriterOptions::default()).expect("writer"),
+        isometer_testkit::signer(),
         Arc::new(SystemClock),
     )
     .expect("gateway");
@@ -63,6 +67,7 @@ async fn a_policy_allowlist_and_the_task_context_reach_the_tool() {
         run_class: Default::default(),
         task_id: Some("task-email-1".into()),
         confidence: Some(0.8),
+        trace_id: Some("trace-email".into()),
     };
 
     let response = gateway
@@ -115,6 +120,164 @@ async fn a_policy_allowlist_and_the_task_context_reach_the_tool() {
         (denied[0].verdict, denied[0].outcome),
         (Verdict::Deny, Outcome::EgressDenied)
     );
+
+    // The evidence: one signed manifest per attempt, stored under the trace id, each
+    // naming the egress calls with the rule that decided them.
+    let stored = store
+        .manifests_by_trace("trace-email")
+        .await
+        .expect("manifests");
+    let tasks: Vec<&str> = stored.iter().map(|m| m.task_id.as_str()).collect();
+    assert_eq!(tasks, ["task-email-1", "task-email-2", "task-email-3"]);
+    for record in &stored {
+        let signed: SignedManifest = serde_json::from_str(&record.signed).expect("json");
+        signed
+            .verify(gateway.signer().trusted())
+            .expect("the stored manifest verifies");
+        assert_eq!(signed.manifest.trace_id, "trace-email");
+        assert_eq!(signed.manifest.policy_version, gateway.config().version);
+        let config = gateway.config();
+        let tier = &config.tenant(&record.tenant_id).expect("tenant").tier;
+        assert_eq!(
+            signed.manifest.rate_card_version,
+            config.rate_card(tier).expect("card").version
+        );
+        assert_eq!(
+            signed.manifest.input_hash,
+            isometer_core::sha256_hex(&record.input)
+        );
+        if !signed.manifest.output_hash.is_empty() {
+            assert_eq!(
+                signed.manifest.output_hash,
+                isometer_core::sha256_hex(&record.output)
+            );
+        }
+    }
+    let manifest =
+        |i: usize| -> SignedManifest { serde_json::from_str(&stored[i].signed).expect("json") };
+    let sent = &manifest(0).manifest;
+    assert_eq!(sent.egress.len(), 1);
+    assert_eq!(sent.egress[0].verdict, Verdict::Allow);
+    assert_eq!(
+        sent.egress[0].rule.as_deref(),
+        Some(format!("allow-host {} (POST)", upstream.addr).as_str())
+    );
+    assert_eq!(sent.egress[0].status, Some(202));
+    let refused = &manifest(1).manifest;
+    assert_eq!(
+        (refused.verdict, refused.egress[0].verdict),
+        (Verdict::Deny, Verdict::Deny)
+    );
+    assert!(
+        refused.egress[0]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("not in the egress allowlist")),
+        "{refused:?}"
+    );
+    // Nothing ran for the free tier: no policy, no artifact, no output named.
+    let unrun = &manifest(2).manifest;
+    assert_eq!(
+        (
+            unrun.policy_id.as_str(),
+            unrun.artifact_hash.as_str(),
+            unrun.output_hash.as_str()
+        ),
+        ("", "", "")
+    );
+}
+
+/// A policy that requires the agent's confidence in the evidence: a task without it fails
+/// closed (no output, denied, the manifest naming what was missing); with it, it succeeds.
+#[tokio::test]
+async fn a_missing_required_field_fails_closed() {
+    let upstream = Upstream::start(200, "{}").await;
+    let mut config = config(&upstream);
+    for policy in &mut config.policies {
+        if policy.id == "summarize/standard" {
+            policy
+                .required_observability_fields
+                .push("confidence".into());
+        }
+    }
+    let store = isometer_testkit::database().await;
+    let gateway = Gateway::new(
+        Arc::new(config),
+        store.writer(WriterOptions::default()).expect("writer"),
+        isometer_testkit::signer(),
+        Arc::new(SystemClock),
+    )
+    .expect("gateway");
+    let summarize = |task: &str, confidence: Option<f32>| TaskRequest {
+        tenant_id: "acme".into(),
+        tool_id: "summarize".into(),
+        input: json!({"text": "Evidence first. Output second."}),
+        use_case: None,
+        run_id: None,
+        run_class: Default::default(),
+        task_id: Some(task.into()),
+        confidence,
+        trace_id: None,
+    };
+    let withheld = gateway
+        .submit(summarize("no-confidence", None))
+        .await
+        .expect("answered");
+    assert_eq!(withheld.outcome, Outcome::PolicyDenied);
+    assert_eq!(withheld.output, Value::Null);
+    let attempt = &withheld.attempts[0];
+    assert!(
+        attempt
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains("missing confidence") && d.contains("withheld")),
+        "{:?}",
+        attempt.detail
+    );
+    let manifest = &attempt.manifest.manifest;
+    assert_eq!(manifest.missing_fields, ["confidence"]);
+    assert!(manifest.output_withheld);
+    assert_eq!(manifest.verdict, Verdict::Deny);
+    // The withheld output is still named, for the auditor.
+    assert!(!manifest.output_hash.is_empty());
+    attempt
+        .manifest
+        .verify(gateway.signer().trusted())
+        .expect("verifies");
+
+    let given = gateway
+        .submit(summarize("with-confidence", Some(0.9)))
+        .await
+        .expect("answered");
+    assert_eq!(given.outcome, Outcome::Success);
+    assert!(given.output.is_object(), "{:?}", given.output);
+    assert!(
+        given.attempts[0]
+            .manifest
+            .manifest
+            .missing_fields
+            .is_empty()
+    );
+
+    gateway.flush().await.expect("flushed");
+    let events = store.task_events("no-confidence").await.expect("events");
+    assert_eq!(
+        (
+            events[0].outcome,
+            events[0].verdict,
+            events[0].evidence_complete
+        ),
+        (Outcome::PolicyDenied, Verdict::Deny, false)
+    );
+    let events = store.task_events("with-confidence").await.expect("events");
+    assert_eq!(
+        (
+            events[0].outcome,
+            events[0].verdict,
+            events[0].evidence_complete
+        ),
+        (Outcome::Success, Verdict::Allow, true)
+    );
 }
 
 /// With ClickHouse out of reach the spool fills; then tasks are answered `throttled`
@@ -133,8 +296,13 @@ async fn a_full_spool_throttles_new_tasks() {
             ..WriterOptions::default()
         })
         .expect("writer");
-    let gateway =
-        Gateway::new(Arc::new(config(&upstream)), writer, Arc::new(SystemClock)).expect("gateway");
+    let gateway = Gateway::new(
+        Arc::new(config(&upstream)),
+        writer,
+        isometer_testkit::signer(),
+        Arc::new(SystemClock),
+    )
+    .expect("gateway");
     let summarize = || TaskRequest {
         tenant_id: "acme".into(),
         tool_id: "summarize".into(),
@@ -144,6 +312,7 @@ async fn a_full_spool_throttles_new_tasks() {
         run_class: Default::default(),
         task_id: None,
         confidence: None,
+        trace_id: None,
     };
     let mut ran = 0;
     let throttled = loop {

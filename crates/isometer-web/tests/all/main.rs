@@ -30,6 +30,7 @@ async fn app() -> (Router, Store, Arc<Gateway>) {
         Gateway::new(
             Arc::new(config()),
             store.writer(WriterOptions::default()).expect("writer"),
+            isometer_testkit::signer(),
             Arc::new(SystemClock),
         )
         .expect("gateway"),
@@ -259,6 +260,7 @@ async fn health_is_503_when_clickhouse_is_unreachable() {
                 .await
                 .writer(WriterOptions::default())
                 .expect("writer"),
+            isometer_testkit::signer(),
             Arc::new(SystemClock),
         )
         .expect("gateway"),
