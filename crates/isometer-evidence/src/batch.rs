@@ -1,22 +1,47 @@
-//! Signing at the runtime's pace: manifests queue for one signer thread, which signs
-//! whatever has gathered with one signature over its Merkle root.
+//! Signing at the runtime's pace: many manifests under one signature.
 //!
-//! Nothing waits for a batch to fill: when the signer is idle a manifest is signed at once
-//! (a batch of one); while it signs, new manifests gather into the next batch. Under load
-//! one ed25519 signature then covers hundreds of attempts.
+//! A manifest waiting to be signed joins the pending batch. Whoever comes to the batch when
+//! no signature was made for [`SIGN_INTERVAL`] signs it, on its own thread, for everyone in
+//! it: when the signer has been idle a manifest is signed at once (a batch of one); under
+//! load one ed25519 signature covers every manifest of the last interval, and signing costs
+//! a small, bounded share of a core. When no one comes, a sweeper thread that looks every
+//! [`MAX_WAIT`] signs what is left, so no manifest waits longer than that.
 
-use crate::signing::{Hash, leaf_hash};
+use crate::signing::{Hash, digest_of, leaf_hash};
 use crate::{BatchProof, EncodeError, EvidenceKey, Manifest, SignedManifest, TrustedKeys};
-use std::sync::Arc;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-/// Most manifests under one signature.
-const MAX_BATCH: usize = 4096;
+/// Shortest time between two signatures while manifests keep coming.
+pub const SIGN_INTERVAL: Duration = Duration::from_micros(250);
+
+/// How often the sweeper looks for manifests no one has signed.
+pub const MAX_WAIT: Duration = Duration::from_millis(1);
 
 struct Job {
     leaf: Hash,
     reply: oneshot::Sender<(String, BatchProof)>,
+}
+
+#[derive(Default)]
+struct Pending {
+    jobs: Vec<Job>,
+    /// Someone is signing a batch now.
+    signing: bool,
+    last_signed: Option<Instant>,
+}
+
+impl Pending {
+    /// Whether the caller may sign the pending batch now; if so it is marked as signing.
+    fn take_lead(&mut self, now: Instant) -> bool {
+        let due = self
+            .last_signed
+            .is_none_or(|t| now.duration_since(t) >= SIGN_INTERVAL);
+        let lead = due && !self.signing && !self.jobs.is_empty();
+        self.signing |= lead;
+        lead
+    }
 }
 
 /// Why a manifest was not signed.
@@ -28,69 +53,132 @@ pub enum SignerStopped {
     Stopped,
 }
 
-/// A shared handle to the signer thread; the thread ends when the last handle is dropped.
-#[derive(Debug, Clone)]
-pub struct BatchSigner {
-    jobs: mpsc::Sender<Job>,
+struct Inner {
+    key: EvidenceKey,
     key_id: Arc<str>,
     trusted: TrustedKeys,
+    pending: Mutex<Pending>,
+}
+
+/// A shared batch signer over one evidence key; cheap to clone.
+#[derive(Clone)]
+pub struct BatchSigner {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for BatchSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchSigner")
+            .field("key_id", &self.inner.key_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl BatchSigner {
+    /// A signer over `key`, with its sweeper thread (which ends with the last handle).
     pub fn new(key: EvidenceKey) -> std::io::Result<Self> {
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let key_id: Arc<str> = key.key_id().into();
-        let trusted = key.trusted();
+        let signer = BatchSigner {
+            inner: Arc::new(Inner {
+                key_id: key.key_id().into(),
+                trusted: key.trusted(),
+                key,
+                pending: Mutex::default(),
+            }),
+        };
+        let weak = Arc::downgrade(&signer.inner);
         std::thread::Builder::new()
-            .name("evidence-signer".into())
-            .spawn(move || run(&key, &queue))?;
-        Ok(BatchSigner {
-            jobs,
-            key_id,
-            trusted,
-        })
+            .name("evidence-sweeper".into())
+            .spawn(move || sweep(&weak))?;
+        Ok(signer)
     }
 
     pub fn key_id(&self) -> &str {
-        &self.key_id
+        &self.inner.key_id
     }
 
     /// The keys that verify what this signer signs.
     pub fn trusted(&self) -> &TrustedKeys {
-        &self.trusted
+        &self.inner.trusted
     }
 
     /// Signs `manifest` in the next batch.
     pub async fn sign(&self, manifest: Manifest) -> Result<SignedManifest, SignerStopped> {
-        let leaf = leaf_hash(&manifest.canonical_bytes()?);
+        Ok(self.sign_with_digest(manifest).await?.0)
+    }
+
+    /// [`BatchSigner::sign`], with the manifest's digest (sha256 of its canonical bytes),
+    /// from one encoding.
+    pub async fn sign_with_digest(
+        &self,
+        manifest: Manifest,
+    ) -> Result<(SignedManifest, String), SignerStopped> {
+        let digest = digest_of(&manifest.canonical_bytes()?);
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job { leaf, reply })
-            .map_err(|_| SignerStopped::Stopped)?;
+        let lead = {
+            let mut pending = self.lock();
+            pending.jobs.push(Job {
+                leaf: leaf_hash(&digest),
+                reply,
+            });
+            pending.take_lead(Instant::now())
+        };
+        if lead {
+            self.sign_pending();
+        }
         let (signature, batch) = answer.await.map_err(|_| SignerStopped::Stopped)?;
-        Ok(SignedManifest {
+        let signed = SignedManifest {
             manifest,
-            key_id: self.key_id.to_string(),
+            key_id: self.inner.key_id.to_string(),
             signature,
             batch,
-        })
+        };
+        Ok((signed, isometer_core::to_hex(&digest)))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.inner.lock()
+    }
+
+    fn sign_pending(&self) {
+        self.inner.sign_pending();
     }
 }
 
-fn run(key: &EvidenceKey, queue: &mpsc::Receiver<Job>) {
-    let mut jobs = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = queue.recv() {
-        jobs.push(first);
-        while jobs.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // The state stays consistent even if a holder panicked: take it back.
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Signs the pending batch; the caller holds the lead.
+    fn sign_pending(&self) {
+        let jobs = std::mem::take(&mut self.lock().jobs);
         let leaves: Vec<Hash> = jobs.iter().map(|j| j.leaf).collect();
-        for (job, sealed) in jobs.drain(..).zip(key.seal(&leaves)) {
+        let sealed = self.key.seal(&leaves);
+        {
+            let mut pending = self.lock();
+            pending.signing = false;
+            pending.last_signed = Some(Instant::now());
+        }
+        for (job, sealed) in jobs.into_iter().zip(sealed) {
             // A caller that went away no longer needs its signature.
             let _ = job.reply.send(sealed);
+        }
+    }
+}
+
+/// Signs what arrived while signing was not due and no one came after.
+fn sweep(inner: &Weak<Inner>) {
+    loop {
+        std::thread::sleep(MAX_WAIT);
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let lead = inner.lock().take_lead(Instant::now());
+        if lead {
+            inner.sign_pending();
         }
     }
 }
@@ -125,5 +213,25 @@ mod tests {
             "2000 manifests took {} signatures: no batching",
             batches.len()
         );
+    }
+
+    #[tokio::test]
+    async fn a_lone_manifest_is_signed_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let signer = BatchSigner::new(EvidenceKey::load_or_create(dir.path()).expect("key"))
+            .expect("signer");
+        for i in 0..3 {
+            let t = Instant::now();
+            let signed = signer.sign(crate::tests::manifest()).await.expect("signed");
+            assert_eq!(signed.batch.count, 1);
+            // The first is signed on arrival; the next ones wait out at most the interval
+            // or their own deadline, never an unbounded time.
+            assert!(
+                t.elapsed() < Duration::from_secs(1),
+                "{i}: {:?}",
+                t.elapsed()
+            );
+            signed.verify(signer.trusted()).expect("verifies");
+        }
     }
 }

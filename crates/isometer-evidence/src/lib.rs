@@ -9,7 +9,7 @@
 mod batch;
 mod signing;
 
-pub use batch::{BatchSigner, SignerStopped};
+pub use batch::{BatchSigner, MAX_WAIT, SIGN_INTERVAL, SignerStopped};
 pub use signing::{BatchProof, EvidenceKey, KeyError, SignedManifest, TrustedKeys, VerifyError};
 
 use isometer_core::{Money, Outcome, Usage, Verdict};
@@ -96,7 +96,10 @@ pub struct EncodeError(#[from] serde_json::Error);
 impl Manifest {
     /// The canonical bytes of the manifest.
     pub fn canonical_bytes(&self) -> Result<Vec<u8>, EncodeError> {
-        Ok(serde_json::to_vec(self)?)
+        // Most manifests fit: one allocation instead of a series of regrowths.
+        let mut out = Vec::with_capacity(1536);
+        serde_json::to_writer(&mut out, self)?;
+        Ok(out)
     }
 
     /// sha256 of the canonical bytes, hex-encoded.

@@ -1,6 +1,7 @@
 //! Signed manifests: ed25519 over the root of a Merkle tree of manifests, under a key id.
 //!
-//! A leaf is `sha256(0x00 || canonical bytes)`, a node `sha256(0x01 || left || right)`; a
+//! A leaf is `sha256(0x00 || digest)`, where the digest is the sha256 of the manifest's
+//! canonical bytes; a node is `sha256(0x01 || left || right)`; a
 //! level with an odd count carries its last node up unchanged. The signature covers
 //! `"isometer manifest batch v1\0" || count (u32, big-endian) || root`. Each signed manifest
 //! carries its leaf index, the leaf count and the sibling hashes up to the root, so that it
@@ -13,6 +14,7 @@
 
 use crate::{EncodeError, Manifest};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use isometer_core::to_hex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -50,11 +52,16 @@ pub struct BatchProof {
 
 pub(crate) type Hash = [u8; 32];
 
-pub(crate) fn leaf_hash(canonical: &[u8]) -> Hash {
+/// The leaf of a manifest whose digest (sha256 of the canonical bytes) is `digest`.
+pub(crate) fn leaf_hash(digest: &Hash) -> Hash {
     let mut h = Sha256::new();
     h.update([0u8]);
-    h.update(canonical);
+    h.update(digest);
     h.finalize().into()
+}
+
+pub(crate) fn digest_of(canonical: &[u8]) -> Hash {
+    Sha256::digest(canonical).into()
 }
 
 fn node_hash(left: &Hash, right: &Hash) -> Hash {
@@ -257,7 +264,7 @@ impl EvidenceKey {
     pub fn sign_batch(&self, manifests: Vec<Manifest>) -> Result<Vec<SignedManifest>, EncodeError> {
         let leaves = manifests
             .iter()
-            .map(|m| Ok(leaf_hash(&m.canonical_bytes()?)))
+            .map(|m| Ok(leaf_hash(&digest_of(&m.canonical_bytes()?))))
             .collect::<Result<Vec<_>, EncodeError>>()?;
         let sealed = self.seal(&leaves);
         Ok(manifests
@@ -276,8 +283,8 @@ impl EvidenceKey {
     pub(crate) fn seal(&self, leaves: &[Hash]) -> Vec<(String, BatchProof)> {
         let count = u32::try_from(leaves.len()).expect("a batch of fewer than 2^32 manifests");
         let (root, paths) = merkle(leaves);
-        let signature = hex::encode(self.signing.sign(&signed_message(count, &root)).to_bytes());
-        let root = hex::encode(root);
+        let signature = to_hex(&self.signing.sign(&signed_message(count, &root)).to_bytes());
+        let root = to_hex(&root);
         paths
             .into_iter()
             .enumerate()
@@ -286,7 +293,7 @@ impl EvidenceKey {
                     root: root.clone(),
                     index: index as u32,
                     count,
-                    path: path.iter().map(hex::encode).collect(),
+                    path: path.iter().map(|h| to_hex(h)).collect(),
                 };
                 (signature.clone(), proof)
             })
@@ -333,13 +340,13 @@ impl SignedManifest {
             .collect::<Option<Vec<Hash>>>()
             .ok_or(VerifyError::BadProof)?;
         let root = fold(
-            leaf_hash(&canonical),
+            leaf_hash(&digest_of(&canonical)),
             self.batch.index,
             self.batch.count,
             &path,
         )
         .ok_or(VerifyError::BadProof)?;
-        if hex::encode(root) != self.batch.root {
+        if to_hex(&root) != self.batch.root {
             // Either the manifest or its proof was changed; the signature cannot hold.
             return Err(VerifyError::BadSignature);
         }

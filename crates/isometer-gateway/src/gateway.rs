@@ -7,7 +7,7 @@ use crate::task::{AttemptSummary, TaskRequest, TaskResponse};
 use chrono::TimeDelta;
 use isometer_core::{Clock, Outcome, TaskRecord, UsageEvent, Verdict, event_id, sha256_hex};
 use isometer_evidence::{BatchSigner, EgressEntry, MANIFEST_VERSION, Manifest};
-use isometer_policy::Config;
+use isometer_policy::{Config, Policy};
 use isometer_runtime::{Artifact, AttemptEnv, ExecutionReport, Limits, Runtime, TaskContext};
 use isometer_store::{ManifestRecord, UsageWriter};
 use std::collections::HashMap;
@@ -125,17 +125,132 @@ impl Gateway {
     /// Runs one task and records it. Errors only for a request that cannot be accepted or
     /// usage that cannot be queued; whatever the tool does is the response's outcome.
     pub async fn submit(&self, request: TaskRequest) -> Result<TaskResponse, GatewayError> {
+        let plan = self.plan(request)?;
         let tenant = self
             .config
-            .tenant(&request.tenant_id)
-            .ok_or_else(|| GatewayError::UnknownTenant(request.tenant_id.clone()))?;
+            .tenant(&plan.tenant_id)
+            .ok_or_else(|| GatewayError::UnknownTenant(plan.tenant_id.clone()))?;
+        // The spool is full: ClickHouse is behind. Nothing runs until it catches up; the
+        // refusal itself is still recorded (the spool keeps a margin for it).
+        let sealed = if self.writer.has_room() {
+            self.attempt(&plan).await?
+        } else {
+            let report = ExecutionReport::not_run(
+                Outcome::Throttled,
+                "usage is not reaching ClickHouse fast enough; the spool is full",
+            );
+            self.seal(&plan, report, None, self.clock.now()).await?
+        };
         let card = self
             .config
             .rate_card(&tenant.tier)
             .ok_or_else(|| GatewayError::NoRateCard(tenant.tier.clone()))?;
+        let manifest = &sealed.signed.manifest;
+        let event = UsageEvent {
+            event_id: event_id(&plan.task_id, plan.attempt),
+            time: sealed.started,
+            tenant_id: tenant.id.clone(),
+            tier: tenant.tier.clone(),
+            use_case: plan.use_case.clone(),
+            tool_id: plan.tool_id.clone(),
+            task_id: plan.task_id.clone(),
+            run_id: plan.run_id.clone(),
+            run_class: plan.run_class,
+            attempt: plan.attempt,
+            outcome: sealed.report.outcome,
+            exit_code: sealed.report.exit_code,
+            usage: sealed.report.usage,
+            policy_version: self.config.version.clone(),
+            verdict: manifest.verdict,
+            evidence_complete: sealed.ran && manifest.missing_fields.is_empty(),
+            confidence: plan.confidence,
+            policy_id: manifest.policy_id.clone(),
+            artifact_hash: manifest.artifact_hash.clone(),
+            rate_card_version: card.version.clone(),
+            cost: manifest.cost,
+        };
+        let record = TaskRecord {
+            task_id: plan.task_id.clone(),
+            submitted: sealed.started,
+            finished: sealed.finished,
+            tenant_id: tenant.id.clone(),
+            tier: tenant.tier.clone(),
+            use_case: plan.use_case.clone(),
+            tool_id: plan.tool_id.clone(),
+            run_id: plan.run_id.clone(),
+            run_class: plan.run_class,
+            outcome: sealed.report.outcome,
+            attempts: 1,
+            total_cost: manifest.cost,
+        };
+        let evidence = ManifestRecord {
+            manifest_id: event_id(&plan.task_id, plan.attempt),
+            started: sealed.started,
+            trace_id: plan.trace_id.clone(),
+            task_id: plan.task_id.clone(),
+            attempt: plan.attempt,
+            tenant_id: tenant.id.clone(),
+            tool_id: plan.tool_id.clone(),
+            policy_id: manifest.policy_id.clone(),
+            policy_version: self.config.version.clone(),
+            outcome: manifest.outcome,
+            verdict: manifest.verdict,
+            key_id: sealed.signed.key_id.clone(),
+            digest: sealed.digest.clone(),
+            signed: serde_json::to_string(&sealed.signed)
+                .map_err(isometer_evidence::EncodeError::from)?,
+            input: plan.input.clone(),
+            output: sealed.report.stdout.clone(),
+            logs: sealed.report.stderr.clone(),
+        };
+        self.writer
+            .record_with_evidence(vec![event], record, vec![evidence])
+            .await?;
+
+        let output = if manifest.output_withheld {
+            serde_json::Value::Null
+        } else {
+            output_value(&sealed.report.stdout)
+        };
+        let cost = manifest.cost;
+        Ok(TaskResponse {
+            task_id: plan.task_id,
+            trace_id: plan.trace_id,
+            tenant_id: tenant.id.clone(),
+            tool_id: plan.tool_id,
+            use_case: plan.use_case,
+            run_id: plan.run_id,
+            run_class: plan.run_class,
+            outcome: sealed.report.outcome,
+            output,
+            attempts: vec![AttemptSummary {
+                attempt: plan.attempt,
+                outcome: sealed.report.outcome,
+                exit_code: sealed.report.exit_code,
+                usage: sealed.report.usage,
+                cost,
+                policy_id: sealed.signed.manifest.policy_id.clone(),
+                stderr: String::from_utf8_lossy(&sealed.report.stderr).into_owned(),
+                detail: sealed.report.detail,
+                manifest_digest: sealed.digest,
+                manifest: sealed.signed,
+            }],
+            total_cost: cost,
+            currency: card.currency.clone(),
+        })
+    }
+
+    /// Checks a request and settles its names: task, run and trace ids, use case.
+    pub fn plan(&self, request: TaskRequest) -> Result<AttemptPlan, GatewayError> {
+        if self.config.tenant(&request.tenant_id).is_none() {
+            return Err(GatewayError::UnknownTenant(request.tenant_id));
+        }
         let task_id = match request.task_id {
             Some(id) => validated_id("task_id", id)?,
-            None => uuid::Uuid::new_v4().to_string(),
+            // A random (v4) id from the thread's generator: no system call per task.
+            None => uuid::Builder::from_random_bytes(rand::random())
+                .into_uuid()
+                .to_string(),
         };
         let run_id = match request.run_id {
             Some(id) => validated_id("run_id", id)?,
@@ -143,8 +258,7 @@ impl Gateway {
         };
         // Checked even when unknown: a denied task is still recorded under this name.
         let tool_id = validated_id("tool_id", request.tool_id)?;
-        let tool = self.config.tool(&tool_id);
-        let use_case = match (request.use_case, tool) {
+        let use_case = match (request.use_case, self.config.tool(&tool_id)) {
             (Some(u), _) => validated_id("use_case", u)?,
             (None, Some(tool)) => tool.default_use_case.clone(),
             (None, None) => tool_id.clone(),
@@ -162,92 +276,118 @@ impl Gateway {
         };
         let input = serde_json::to_vec(&request.input)
             .map_err(|e| GatewayError::InvalidRequest(format!("input: {e}")))?;
+        Ok(AttemptPlan {
+            task_id,
+            attempt: 1,
+            trace_id,
+            run_id,
+            run_class: request.run_class,
+            tenant_id: request.tenant_id,
+            tool_id,
+            use_case,
+            confidence: request.confidence,
+            input,
+        })
+    }
 
-        let started = self.clock.now();
-        let policy = tool.and_then(|_| self.config.policy_for(&tool_id, &tenant.tier));
-        let runnable = policy.zip(self.artifacts.get(&tool_id));
-        let (report, ran, policy_id, artifact_hash) = match runnable {
-            // The spool is full: ClickHouse is behind. Nothing runs until it catches up;
-            // the refusal itself is still recorded (the spool keeps a margin for it).
-            Some(_) if !self.writer.has_room() => (
-                ExecutionReport::not_run(
-                    Outcome::Throttled,
-                    "usage is not reaching ClickHouse fast enough; the spool is full",
-                ),
-                false,
-                String::new(),
-                String::new(),
-            ),
-            Some((policy, artifact)) => {
-                let limits = Limits {
-                    fuel: policy.max_fuel,
-                    memory_bytes: policy.max_memory_bytes,
-                    timeout: Duration::from_millis(policy.max_duration_ms),
-                    max_output_bytes: policy.max_output_bytes,
-                    max_egress_bytes: policy.max_egress_bytes,
-                    max_egress_requests: policy.max_egress_requests,
-                };
-                let env = AttemptEnv {
-                    context: TaskContext {
-                        task_id: task_id.clone(),
-                        attempt: 1,
-                        tenant_id: tenant.id.clone(),
-                        tool_id: tool_id.clone(),
-                        trace_id: trace_id.clone(),
-                        run_id: run_id.clone(),
-                        use_case: use_case.clone(),
-                    },
-                    egress: self.egress.get(&policy.id).cloned().unwrap_or_default(),
-                };
-                let report = self
-                    .runtime
-                    .execute_in(artifact, &input, &limits, env)
-                    .await;
-                (report, true, policy.id.clone(), artifact.hash().to_owned())
-            }
-            None => {
-                let detail = format!(
-                    "no policy allows tool `{}` for tier `{}`",
-                    tool_id, tenant.tier
-                );
-                (
+    /// Runs one attempt under the tenant's policy for the tool and seals its evidence;
+    /// records nothing. Deny by default: without a policy nothing runs.
+    pub async fn attempt(&self, plan: &AttemptPlan) -> Result<SealedAttempt, GatewayError> {
+        let tenant = self
+            .config
+            .tenant(&plan.tenant_id)
+            .ok_or_else(|| GatewayError::UnknownTenant(plan.tenant_id.clone()))?;
+        let policy = self
+            .config
+            .tool(&plan.tool_id)
+            .and_then(|_| self.config.policy_for(&plan.tool_id, &tenant.tier));
+        let Some((policy, artifact)) = policy.zip(self.artifacts.get(&plan.tool_id)) else {
+            let detail = format!(
+                "no policy allows tool `{}` for tier `{}`",
+                plan.tool_id, tenant.tier
+            );
+            return self
+                .seal(
+                    plan,
                     ExecutionReport::not_run(Outcome::PolicyDenied, detail),
-                    false,
-                    String::new(),
-                    String::new(),
+                    None,
+                    self.clock.now(),
                 )
-            }
+                .await;
         };
+        let limits = Limits {
+            fuel: policy.max_fuel,
+            memory_bytes: policy.max_memory_bytes,
+            timeout: Duration::from_millis(policy.max_duration_ms),
+            max_output_bytes: policy.max_output_bytes,
+            max_egress_bytes: policy.max_egress_bytes,
+            max_egress_requests: policy.max_egress_requests,
+        };
+        let env = AttemptEnv {
+            context: TaskContext {
+                task_id: plan.task_id.clone(),
+                attempt: u32::from(plan.attempt),
+                tenant_id: tenant.id.clone(),
+                tool_id: plan.tool_id.clone(),
+                trace_id: plan.trace_id.clone(),
+                run_id: plan.run_id.clone(),
+                use_case: plan.use_case.clone(),
+            },
+            egress: self.egress.get(&policy.id).cloned().unwrap_or_default(),
+        };
+        let started = self.clock.now();
+        let report = self
+            .runtime
+            .execute_in(artifact, &plan.input, &limits, env)
+            .await;
+        self.seal(plan, report, Some((policy, artifact.hash())), started)
+            .await
+    }
+
+    /// The attempt's manifest, checked for completeness (failing closed) and signed.
+    /// `ran`: the policy and the artifact's hash, when the attempt ran.
+    async fn seal(
+        &self,
+        plan: &AttemptPlan,
+        mut report: ExecutionReport,
+        ran: Option<(&Policy, &str)>,
+        started: chrono::DateTime<chrono::Utc>,
+    ) -> Result<SealedAttempt, GatewayError> {
+        let tenant = self
+            .config
+            .tenant(&plan.tenant_id)
+            .ok_or_else(|| GatewayError::UnknownTenant(plan.tenant_id.clone()))?;
+        let card = self
+            .config
+            .rate_card(&tenant.tier)
+            .ok_or_else(|| GatewayError::NoRateCard(tenant.tier.clone()))?;
         let finished = started
             + TimeDelta::microseconds(i64::try_from(report.usage.wall_time_us).unwrap_or(i64::MAX));
-        let cost = isometer_billing::rate(&report.usage, ran, card).total;
-        let attempt = 1;
-        let mut report = report;
+        let cost = isometer_billing::rate(&report.usage, ran.is_some(), card).total;
         let egress_denied = report
             .egress
             .iter()
             .any(|e| e.verdict == isometer_runtime::Verdict::Deny);
-
         let mut manifest = Manifest {
             manifest_version: MANIFEST_VERSION,
-            trace_id: trace_id.clone(),
-            task_id: task_id.clone(),
-            attempt,
-            run_id: run_id.clone(),
+            trace_id: plan.trace_id.clone(),
+            task_id: plan.task_id.clone(),
+            attempt: plan.attempt,
+            run_id: plan.run_id.clone(),
             tenant_id: tenant.id.clone(),
-            tool_id: tool_id.clone(),
-            use_case: use_case.clone(),
-            policy_id: policy_id.clone(),
+            tool_id: plan.tool_id.clone(),
+            use_case: plan.use_case.clone(),
+            policy_id: ran.map(|(p, _)| p.id.clone()).unwrap_or_default(),
             policy_version: self.config.version.clone(),
-            artifact_hash: artifact_hash.clone(),
-            input_hash: sha256_hex(&input),
-            output_hash: if ran {
+            artifact_hash: ran.map(|(_, h)| h.to_owned()).unwrap_or_default(),
+            input_hash: sha256_hex(&plan.input),
+            output_hash: if ran.is_some() {
                 sha256_hex(&report.stdout)
             } else {
                 String::new()
             },
             outcome: report.outcome,
-            verdict: if ran && !egress_denied {
+            verdict: if ran.is_some() && !egress_denied {
                 Verdict::Allow
             } else {
                 Verdict::Deny
@@ -256,7 +396,7 @@ impl Gateway {
             egress: egress_evidence(&report.egress),
             poisoning: Vec::new(),
             approval_id: None,
-            confidence: request.confidence,
+            confidence: plan.confidence,
             started_ms: started.timestamp_millis(),
             finished_ms: finished.timestamp_millis(),
             rate_card_version: card.version.clone(),
@@ -266,7 +406,7 @@ impl Gateway {
         };
         // Fail closed: an attempt whose evidence lacks a field its policy requires gives
         // no output and is denied; the manifest says what was missing.
-        if ran && let Some(policy) = policy {
+        if let Some((policy, _)) = ran {
             manifest.missing_fields = manifest.missing(&policy.required_observability_fields);
         }
         if !manifest.missing_fields.is_empty() {
@@ -279,99 +419,47 @@ impl Gateway {
             manifest.verdict = Verdict::Deny;
             manifest.output_withheld = true;
         }
-        let manifest_digest = manifest.digest()?;
-        let signed = self.signer.sign(manifest).await?;
-        let evidence = ManifestRecord {
-            manifest_id: event_id(&task_id, attempt),
+        let (signed, digest) = self.signer.sign_with_digest(manifest).await?;
+        Ok(SealedAttempt {
+            report,
+            ran: ran.is_some(),
             started,
-            trace_id: trace_id.clone(),
-            task_id: task_id.clone(),
-            attempt,
-            tenant_id: tenant.id.clone(),
-            tool_id: tool_id.clone(),
-            policy_id: policy_id.clone(),
-            policy_version: self.config.version.clone(),
-            outcome: signed.manifest.outcome,
-            verdict: signed.manifest.verdict,
-            key_id: signed.key_id.clone(),
-            digest: manifest_digest.clone(),
-            signed: serde_json::to_string(&signed).map_err(isometer_evidence::EncodeError::from)?,
-            input,
-            output: report.stdout.clone(),
-            logs: report.stderr.clone(),
-        };
-        let event = UsageEvent {
-            event_id: event_id(&task_id, attempt),
-            time: started,
-            tenant_id: tenant.id.clone(),
-            tier: tenant.tier.clone(),
-            use_case: use_case.clone(),
-            tool_id: tool_id.clone(),
-            task_id: task_id.clone(),
-            run_id: run_id.clone(),
-            run_class: request.run_class,
-            attempt,
-            outcome: report.outcome,
-            exit_code: report.exit_code,
-            usage: report.usage,
-            policy_version: self.config.version.clone(),
-            verdict: signed.manifest.verdict,
-            evidence_complete: ran && signed.manifest.missing_fields.is_empty(),
-            confidence: request.confidence,
-            policy_id: policy_id.clone(),
-            artifact_hash,
-            rate_card_version: card.version.clone(),
-            cost,
-        };
-        let record = TaskRecord {
-            task_id: task_id.clone(),
-            submitted: started,
             finished,
-            tenant_id: tenant.id.clone(),
-            tier: tenant.tier.clone(),
-            use_case: use_case.clone(),
-            tool_id: tool_id.clone(),
-            run_id: run_id.clone(),
-            run_class: request.run_class,
-            outcome: report.outcome,
-            attempts: 1,
-            total_cost: cost,
-        };
-        self.writer
-            .record_with_evidence(vec![event], record, vec![evidence])
-            .await?;
-
-        let output = if signed.manifest.output_withheld {
-            serde_json::Value::Null
-        } else {
-            output_value(&report.stdout)
-        };
-        Ok(TaskResponse {
-            task_id,
-            trace_id,
-            tenant_id: tenant.id.clone(),
-            tool_id,
-            use_case,
-            run_id,
-            run_class: request.run_class,
-            outcome: report.outcome,
-            output,
-            attempts: vec![AttemptSummary {
-                attempt,
-                outcome: report.outcome,
-                exit_code: report.exit_code,
-                usage: report.usage,
-                cost,
-                policy_id,
-                stderr: String::from_utf8_lossy(&report.stderr).into_owned(),
-                detail: report.detail,
-                manifest_digest,
-                manifest: signed,
-            }],
-            total_cost: cost,
-            currency: card.currency.clone(),
+            digest,
+            signed,
         })
     }
+}
+
+/// A checked request: what one attempt of a task runs on, and under which names.
+#[derive(Debug, Clone)]
+pub struct AttemptPlan {
+    pub task_id: String,
+    pub attempt: u16,
+    pub trace_id: String,
+    pub run_id: String,
+    pub run_class: isometer_core::RunClass,
+    pub tenant_id: String,
+    pub tool_id: String,
+    pub use_case: String,
+    pub confidence: Option<f32>,
+    /// The input as written to the tool's stdin.
+    pub input: Vec<u8>,
+}
+
+/// One attempt with its signed evidence.
+#[derive(Debug)]
+pub struct SealedAttempt {
+    /// What the runtime reported; after a fail-closed check, the outcome is
+    /// `policy_denied` and the detail says why.
+    pub report: ExecutionReport,
+    /// Whether the tool ran (a policy allowed it and it was not throttled).
+    pub ran: bool,
+    pub started: chrono::DateTime<chrono::Utc>,
+    pub finished: chrono::DateTime<chrono::Utc>,
+    /// sha256 of the manifest's canonical bytes.
+    pub digest: String,
+    pub signed: isometer_evidence::SignedManifest,
 }
 
 /// An attempt's egress calls as evidence.

@@ -12,5 +12,5 @@ pub mod workload;
 
 pub use egress::{AllowlistEgress, non_public};
 pub use error::GatewayError;
-pub use gateway::{Gateway, egress_evidence};
+pub use gateway::{AttemptPlan, Gateway, SealedAttempt, egress_evidence};
 pub use task::{AttemptSummary, TaskRequest, TaskResponse};
