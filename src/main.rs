@@ -49,6 +49,23 @@ enum Command {
     /// Check a signed manifest (a file of `run --json` output, or the manifest alone)
     /// against this data directory's evidence key and, when given, the files it names.
     Verify(VerifyArgs),
+    /// Write the replay package of every attempt of a trace (`TRACE_ID --out DIR`), or
+    /// re-run a package and compare its output hash with the manifest's (`--run DIR`).
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["trace_id", "run"])))]
+struct ReplayArgs {
+    /// The trace whose attempts to package (from ClickHouse, database `--database`).
+    #[arg(requires = "out")]
+    trace_id: Option<String>,
+    /// Where to write the packages.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// A package (or a directory of packages) to run again.
+    #[arg(long, conflicts_with = "trace_id")]
+    run: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -43,6 +43,7 @@ pub(crate) async fn demo(
         super::evidence_signer(cli)?,
         clock.clone(),
     )?);
+    super::archive(&store, gateway.config()).await?;
 
     let started = Instant::now();
     let options = WorkloadOptions {

@@ -1,6 +1,7 @@
 //! One module per subcommand, and the glue they share: settings, ClickHouse, shutdown.
 
 mod demo;
+mod replay;
 mod run;
 mod serve;
 mod verify;
@@ -49,6 +50,17 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Spool(crate::SpoolCommand::Status(args)) => spool_status(&cli, args),
         Command::Verify(args) => verify::verify(&cli, args),
+        Command::Replay(args) => match (&args.run, &args.trace_id, &args.out) {
+            (Some(dir), _, _) => runtime.block_on(replay::run(&cli, dir)),
+            (None, Some(trace_id), Some(out)) => {
+                let (_server, url) = clickhouse(&cli)?;
+                runtime.block_on(async {
+                    let store = open_store(&cli, &url).await?;
+                    replay::export(&store, trace_id, out).await
+                })
+            }
+            _ => anyhow::bail!("give a trace id and --out DIR, or --run DIR"),
+        },
         Command::Demo(args) => {
             let shutdown = shutdown()?;
             let (_server, url) = clickhouse(&cli)?;
@@ -61,6 +73,24 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Where the evidence signing key lives.
 fn key_dir(cli: &Cli) -> std::path::PathBuf {
     cli.data_dir.join("keys")
+}
+
+/// Archives what replaying runs under this configuration needs: its files and every tool
+/// artifact, each under its hash.
+async fn archive(store: &Store, config: &isometer_policy::Config) -> anyhow::Result<()> {
+    store
+        .archive_config(&config.version, &config.files)
+        .await
+        .context("archiving the configuration")?;
+    for tool in &config.tools {
+        let bytes = std::fs::read(&tool.artifact)
+            .with_context(|| format!("cannot read the artifact of tool `{}`", tool.id))?;
+        store
+            .archive_artifact(&isometer_core::sha256_hex(&bytes), &bytes)
+            .await
+            .with_context(|| format!("archiving the artifact of tool `{}`", tool.id))?;
+    }
+    Ok(())
 }
 
 /// The signer of this data directory's evidence, creating its key the first time.

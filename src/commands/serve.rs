@@ -30,6 +30,7 @@ pub(crate) async fn serve(
         super::evidence_signer(cli)?,
         Arc::new(SystemClock),
     )?;
+    super::archive(&store, gateway.config()).await?;
     serve_until_signal(Arc::new(gateway), store, args.listen, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }

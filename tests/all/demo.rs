@@ -44,6 +44,8 @@ async fn the_demo_seeds_clickhouse_and_leaves_no_server_running() {
     );
     assert_eq!(books.rollup_event_cost, books.event_cost);
     server.stop();
+    // The lock on its directory goes with it: `replay` starts its own server there.
+    drop(server);
 
     // The spool it shipped from has nothing left.
     let status = crate::isometer()
@@ -65,4 +67,81 @@ async fn the_demo_seeds_clickhouse_and_leaves_no_server_running() {
         ),
         (Some(0), Some(1200))
     );
+
+    // Replay: the packages of one agent session's trace, from ClickHouse.
+    let out = data.path().join("replay");
+    let export = crate::isometer()
+        .arg("--data-dir")
+        .arg(data.path())
+        .args([
+            "--database",
+            "isometer_demo",
+            "replay",
+            "acme-trace-1",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .expect("runs");
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let packages: Vec<std::path::PathBuf> = std::fs::read_dir(&out)
+        .expect("packages")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(packages.len() >= 10, "{packages:?}");
+    // A deterministic tool's successful attempt: re-run, its output hash is the same.
+    let package = packages
+        .iter()
+        .find(|p| {
+            let m: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(p.join("manifest.json")).expect("manifest"))
+                    .expect("json");
+            m["manifest"]["outcome"] == "success" && m["manifest"]["tool_id"] == "summarize"
+        })
+        .expect("a successful summarize attempt in the trace");
+    for file in [
+        "artifact.wasm",
+        "input.json",
+        "output",
+        "logs.txt",
+        "policy/policies.toml",
+    ] {
+        assert!(
+            package.join(file).exists(),
+            "{file} missing in {}",
+            package.display()
+        );
+    }
+    let replay = |dir: &std::path::Path| {
+        crate::isometer()
+            .arg("--data-dir")
+            .arg(data.path())
+            .arg("replay")
+            .arg("--run")
+            .arg(dir)
+            .output()
+            .expect("runs")
+    };
+    let rerun = replay(package);
+    let said = String::from_utf8_lossy(&rerun.stdout);
+    assert!(
+        rerun.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&rerun.stderr)
+    );
+    assert!(
+        said.contains("signature verified") && said.contains("reproduced"),
+        "{said}"
+    );
+    // A changed input is not the input that ran.
+    std::fs::write(package.join("input.json"), br#"{"text":"something else"}"#).expect("edit");
+    let rerun = replay(package);
+    let said = String::from_utf8_lossy(&rerun.stdout);
+    assert_eq!(rerun.status.code(), Some(1), "{said}");
+    assert!(said.contains("not reproduced: the input hash"), "{said}");
 }

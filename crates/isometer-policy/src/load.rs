@@ -77,6 +77,16 @@ impl Config {
     /// Loads and validates `tenants.toml`, `tools.toml`, `policies.toml` and
     /// `rate_cards.toml` from `dir`.
     pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
+        Self::load_with(dir, SecretCheck::Present)
+    }
+
+    /// Loads an archived configuration to replay a run under it: secret references are
+    /// checked for form only, since their values belong to the machine that ran it.
+    pub fn load_archived(dir: &Path) -> Result<Config, ConfigErrors> {
+        Self::load_with(dir, SecretCheck::FormOnly)
+    }
+
+    fn load_with(dir: &Path, secrets_check: SecretCheck) -> Result<Config, ConfigErrors> {
         let mut errors = Vec::new();
         let mut sources = Vec::new();
         for name in crate::FILES {
@@ -127,8 +137,13 @@ impl Config {
             return Err(ConfigErrors(errors));
         };
 
-        let secret_profiles =
-            validate_secret_profiles(&secrets_src, dir, secrets.secret_profile, &mut errors);
+        let secret_profiles = validate_secret_profiles(
+            &secrets_src,
+            dir,
+            secrets.secret_profile,
+            secrets_check,
+            &mut errors,
+        );
         let profile_ids: HashSet<&str> = secret_profiles.iter().map(|p| p.id.as_str()).collect();
 
         let rate_cards = validate_rate_cards(&cards_src, cards.rate_card, &mut errors);
@@ -253,6 +268,22 @@ impl Config {
             policies: valid_policies,
             rate_cards,
             secret_profiles,
+            files: [
+                &tenants_src,
+                &tools_src,
+                &policies_src,
+                &cards_src,
+                &secrets_src,
+            ]
+            .iter()
+            .map(|src| {
+                let name = src
+                    .path
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+                (name, src.text.clone())
+            })
+            .collect(),
         })
     }
 }
@@ -451,6 +482,13 @@ fn validate_policy(
     })
 }
 
+/// Whether a secret's value must be there when the configuration loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SecretCheck {
+    Present,
+    FormOnly,
+}
+
 /// Methods of a rule with `access = "read"`: they must not change anything upstream.
 const READ_METHODS: [&str; 3] = ["GET", "HEAD", "OPTIONS"];
 /// Methods of a rule with `access = "write"`.
@@ -564,6 +602,7 @@ fn validate_secret_profiles(
     src: &Source,
     dir: &Path,
     profiles: Vec<RawSecretProfile>,
+    check: SecretCheck,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<SecretProfile> {
     let mut seen = HashSet::new();
@@ -601,7 +640,7 @@ fn validate_secret_profiles(
                     format!("`{}` is not an HTTP header name", secret.header.get_ref()),
                 ));
             }
-            let source = secret_source(src, dir, &secret.value, errors);
+            let source = secret_source(src, dir, &secret.value, check, errors);
             if let (Some(host), Some(source)) = (host, source) {
                 secrets.push(Secret {
                     host,
@@ -627,11 +666,21 @@ fn secret_source(
     src: &Source,
     dir: &Path,
     value: &Spanned<String>,
+    check: SecretCheck,
     errors: &mut Vec<ConfigError>,
 ) -> Option<SecretSource> {
     let text = value.get_ref();
+    let present = check == SecretCheck::Present;
     let source = if text == "task-credential" {
         SecretSource::TaskCredential
+    } else if let Some(name) = text.strip_prefix("env:")
+        && !present
+    {
+        SecretSource::Env(name.to_owned())
+    } else if let Some(path) = text.strip_prefix("file:")
+        && !present
+    {
+        SecretSource::File(dir.join(path))
     } else if let Some(name) = text.strip_prefix("env:") {
         match std::env::var(name) {
             Ok(v) if !v.is_empty() => SecretSource::Env(name.to_owned()),

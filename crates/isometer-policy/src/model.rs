@@ -17,6 +17,9 @@ pub struct Config {
     pub policies: Vec<Policy>,
     pub rate_cards: Vec<RateCard>,
     pub secret_profiles: Vec<SecretProfile>,
+    /// Each file's name and text as loaded (the content `version` hashes), for archiving
+    /// the version so that a run can be replayed under it. Secret values are never in them.
+    pub files: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

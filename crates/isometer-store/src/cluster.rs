@@ -14,6 +14,9 @@ use crate::error::StoreError;
 fn sharding_key(table: &str) -> &'static str {
     match table {
         "usage_events" | "tasks" | "manifests" => "cityHash64(task_id)",
+        // The same key always lands on the same shard, where the replacing table keeps one.
+        "artifacts" => "cityHash64(sha256)",
+        "config_versions" => "cityHash64(version)",
         _ => "rand()",
     }
 }

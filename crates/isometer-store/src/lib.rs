@@ -4,6 +4,7 @@
 //! **Architecture Invariant:** this is the only crate that writes SQL. Other crates ask it
 //! questions in Rust types and never see a query string.
 
+mod archive;
 mod cluster;
 mod error;
 mod managed;
