@@ -10,6 +10,7 @@ use isometer_runtime::{
 };
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use tokio::net::TcpStream;
 
 /// Why an address is not on the public internet, if it is not.
@@ -67,15 +68,45 @@ fn non_public_v4(ip: Ipv4Addr) -> Option<&'static str> {
     }
 }
 
+/// Turns a host name into addresses. The gateway resolves once per request, checks every
+/// address, and connects to one it checked.
+#[async_trait::async_trait]
+pub trait Resolve: Send + Sync + fmt::Debug {
+    async fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>>;
+}
+
+/// The system's resolver.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemResolver;
+
+#[async_trait::async_trait]
+impl Resolve for SystemResolver {
+    async fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        Ok(tokio::net::lookup_host((host, port)).await?.collect())
+    }
+}
+
 /// Allows HTTP requests to the hosts of its rules; denies everything else.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AllowlistEgress {
     rules: Vec<HostRule>,
+    resolver: Arc<dyn Resolve>,
+}
+
+impl Default for AllowlistEgress {
+    fn default() -> Self {
+        Self::new(Vec::new())
+    }
 }
 
 impl AllowlistEgress {
     pub fn new(rules: Vec<HostRule>) -> Self {
-        AllowlistEgress { rules }
+        Self::with_resolver(rules, Arc::new(SystemResolver))
+    }
+
+    /// An allowlist that resolves names with `resolver`.
+    pub fn with_resolver(rules: Vec<HostRule>, resolver: Arc<dyn Resolve>) -> Self {
+        AllowlistEgress { rules, resolver }
     }
 
     /// Parses rules as written on the command line.
@@ -84,7 +115,7 @@ impl AllowlistEgress {
             .iter()
             .map(|r| r.as_ref().parse())
             .collect::<Result<_, _>>()?;
-        Ok(AllowlistEgress { rules })
+        Ok(Self::new(rules))
     }
 
     /// The rule allowing `host:port` and the address to connect to, or why not.
@@ -116,10 +147,11 @@ impl AllowlistEgress {
         let rule = self.rule_for(method, host, port)?;
         let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => tokio::net::lookup_host((host, port))
+            Err(_) => self
+                .resolver
+                .resolve(host, port)
                 .await
-                .map_err(|e| EgressError::Upstream(format!("cannot resolve {host}: {e}")))?
-                .collect(),
+                .map_err(|e| EgressError::Upstream(format!("cannot resolve {host}: {e}")))?,
         };
         // Every address the name has must be acceptable, or a resolver could steer
         // connections inward by ordering its answers.
@@ -349,5 +381,114 @@ mod tests {
             let err = Target::parse(url).expect_err(url).to_string();
             assert!(err.contains(why), "{url}: {err}");
         }
+    }
+
+    /// Answers from a script, one answer per lookup, and counts lookups.
+    #[derive(Debug)]
+    struct Scripted {
+        answers: std::sync::Mutex<Vec<Vec<IpAddr>>>,
+        lookups: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Resolve for Scripted {
+        async fn resolve(&self, _host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+            self.lookups
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut answers = self.answers.lock().expect("lock");
+            let next = if answers.len() > 1 {
+                answers.remove(0)
+            } else {
+                answers[0].clone()
+            };
+            Ok(next
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect())
+        }
+    }
+
+    fn scripted(answers: &[&[&str]]) -> Arc<Scripted> {
+        Arc::new(Scripted {
+            answers: std::sync::Mutex::new(
+                answers
+                    .iter()
+                    .map(|a| a.iter().map(|ip| ip.parse().expect("ip")).collect())
+                    .collect(),
+            ),
+            lookups: Default::default(),
+        })
+    }
+
+    async fn get(egress: &AllowlistEgress, url: String) -> Result<EgressResponse, EgressError> {
+        let request = EgressRequest {
+            method: "GET".into(),
+            url,
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        let budget = EgressBudget {
+            max_response_bytes: 1 << 20,
+            timeout: std::time::Duration::from_millis(300),
+        };
+        egress
+            .request(&TaskContext::default(), request, budget)
+            .await
+    }
+
+    /// A name that resolves to a public address when checked and to loopback afterwards
+    /// (DNS rebinding) never reaches loopback: the gateway resolves once and connects to
+    /// the address it checked. A name with a private address among its answers is denied.
+    #[tokio::test]
+    async fn a_rebinding_name_cannot_reach_loopback() {
+        let upstream = isometer_testkit::upstream::Upstream::start(200, "{}").await;
+        let port = upstream.addr.port();
+        let rule: HostRule = "rebind.example.test".parse().expect("rule");
+
+        let rebinding = scripted(&[&["93.184.216.34"], &["127.0.0.1"]]);
+        let egress = AllowlistEgress::with_resolver(vec![rule.clone()], rebinding.clone());
+        let url = format!("http://rebind.example.test:{port}/secret");
+        let result = get(&egress, url).await;
+        assert!(
+            matches!(&result, Err(EgressError::Upstream(why)) if why.contains("93.184.216.34")),
+            "connected somewhere other than the checked address: {result:?}"
+        );
+        assert_eq!(
+            rebinding.lookups.load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
+        assert!(upstream.received().is_empty(), "loopback was reached");
+
+        for answer in [
+            &["93.184.216.34", "127.0.0.1"][..],
+            &["10.0.0.8"],
+            &["169.254.169.254"],
+        ] {
+            let egress = AllowlistEgress::with_resolver(vec![rule.clone()], scripted(&[answer]));
+            let result = get(&egress, format!("http://rebind.example.test:{port}/")).await;
+            assert!(
+                matches!(&result, Err(EgressError::Denied { reason, .. }) if reason.contains("which no rule names")),
+                "{answer:?}: {result:?}"
+            );
+        }
+        assert!(upstream.received().is_empty());
+    }
+
+    /// A rule's port is part of it: the same host on another port is denied.
+    #[tokio::test]
+    async fn ports_are_part_of_a_rule() {
+        let upstream = isometer_testkit::upstream::Upstream::start(200, "{}").await;
+        let port = upstream.addr.port();
+        let egress = AllowlistEgress::parse(&[format!("127.0.0.1:{port}")]).expect("rule");
+        get(&egress, upstream.url("/ok"))
+            .await
+            .expect("allowed port");
+        let other = port.wrapping_add(1).max(1);
+        let result = get(&egress, format!("http://127.0.0.1:{other}/")).await;
+        assert!(
+            matches!(&result, Err(EgressError::Denied { reason, .. }) if reason.contains("not in the egress allowlist")),
+            "{result:?}"
+        );
+        assert_eq!(upstream.received().len(), 1);
     }
 }

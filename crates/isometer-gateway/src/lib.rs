@@ -10,7 +10,7 @@ mod gateway;
 mod task;
 pub mod workload;
 
-pub use egress::{AllowlistEgress, non_public};
+pub use egress::{AllowlistEgress, Resolve, SystemResolver, non_public};
 pub use error::GatewayError;
 pub use gateway::{AttemptPlan, Gateway, SealedAttempt, egress_evidence};
 pub use task::{AttemptSummary, TaskRequest, TaskResponse};
