@@ -2,6 +2,7 @@
 //! `isometer run --allow-host`) that resolves every name itself, refuses non-public addresses unless a rule names them, and
 //! connects only to the address it checked.
 
+use crate::credentials::Credentials;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use isometer_policy::{BadHostRule, HostRule, normalize_host};
@@ -86,11 +87,54 @@ impl Resolve for SystemResolver {
     }
 }
 
+/// A secret the gateway adds to requests to the hosts it is bound to, and only to them.
+#[derive(Clone)]
+pub struct BoundSecret {
+    pub host: HostRule,
+    /// Lower-case header name.
+    pub header: String,
+    pub prefix: String,
+    pub value: SecretValue,
+}
+
+/// A secret's value as the gateway holds it.
+#[derive(Clone)]
+pub enum SecretValue {
+    /// Read at start from the environment or a file.
+    Static(String),
+    /// A credential minted per attempt (see [`Credentials`]).
+    TaskCredential,
+}
+
+impl fmt::Debug for BoundSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the value.
+        f.debug_struct("BoundSecret")
+            .field("host", &self.host.to_string())
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SecretValue::Static(_) => "Static(..)",
+            SecretValue::TaskCredential => "TaskCredential",
+        })
+    }
+}
+
+/// What a guest sees in place of a secret an upstream sent back.
+const REDACTED: &[u8] = b"[redacted]";
+
 /// Allows HTTP requests to the hosts of its rules; denies everything else.
 #[derive(Debug, Clone)]
 pub struct AllowlistEgress {
     rules: Vec<HostRule>,
     resolver: Arc<dyn Resolve>,
+    secrets: Vec<BoundSecret>,
+    credentials: Arc<Credentials>,
 }
 
 impl Default for AllowlistEgress {
@@ -106,7 +150,24 @@ impl AllowlistEgress {
 
     /// An allowlist that resolves names with `resolver`.
     pub fn with_resolver(rules: Vec<HostRule>, resolver: Arc<dyn Resolve>) -> Self {
-        AllowlistEgress { rules, resolver }
+        AllowlistEgress {
+            rules,
+            resolver,
+            secrets: Vec::new(),
+            credentials: Arc::default(),
+        }
+    }
+
+    /// Injects `secrets` into requests to their hosts; per-task credentials are minted in
+    /// `credentials`.
+    pub fn with_secrets(
+        mut self,
+        secrets: Vec<BoundSecret>,
+        credentials: Arc<Credentials>,
+    ) -> Self {
+        self.secrets = secrets;
+        self.credentials = credentials;
+        self
     }
 
     /// Parses rules as written on the command line.
@@ -177,25 +238,74 @@ impl AllowlistEgress {
 impl EgressGateway for AllowlistEgress {
     async fn request(
         &self,
-        _context: &TaskContext,
-        request: EgressRequest,
+        context: &TaskContext,
+        mut request: EgressRequest,
         budget: EgressBudget,
     ) -> Result<EgressResponse, EgressError> {
         let target = Target::parse(&request.url)?;
         let (rule, address) = self
             .decide(&request.method, &target.host, target.port)
             .await?;
+        // Secrets bound to this host replace whatever the guest put in their headers;
+        // no other host ever gets them.
+        let mut injected = Vec::new();
+        let mut values = Vec::new();
+        for secret in self
+            .secrets
+            .iter()
+            .filter(|s| s.host.matches(&target.host, target.port))
+        {
+            let value = match &secret.value {
+                SecretValue::Static(value) => value.clone(),
+                SecretValue::TaskCredential => {
+                    self.credentials
+                        .mint(context, &secret.host.to_string(), budget.timeout)
+                }
+            };
+            request
+                .headers
+                .retain(|(name, _)| !name.eq_ignore_ascii_case(&secret.header));
+            request
+                .headers
+                .push((secret.header.clone(), format!("{}{value}", secret.prefix)));
+            injected.push(secret.header.as_str());
+            values.push(value);
+        }
         let exchange = send(address, &target, request, budget.max_response_bytes);
-        let response = tokio::time::timeout(budget.timeout, exchange)
+        let mut response = tokio::time::timeout(budget.timeout, exchange)
             .await
             .map_err(|_| {
                 EgressError::Upstream(format!("no answer from {} in time", target.authority))
             })??;
-        Ok(EgressResponse {
-            rule: rule.to_string(),
-            ..response
-        })
+        // An upstream that echoes a secret back does not hand it to the guest.
+        for value in values.iter().filter(|v| v.len() >= 8) {
+            response.body = redact(&response.body, value.as_bytes());
+            for (_, header) in &mut response.headers {
+                if header.contains(value.as_str()) {
+                    *header = header.replace(value.as_str(), "[redacted]");
+                }
+            }
+        }
+        response.rule = if injected.is_empty() {
+            rule.to_string()
+        } else {
+            format!("{rule}; secret in {}", injected.join(", "))
+        };
+        Ok(response)
     }
+}
+
+/// `bytes` with every occurrence of `secret` replaced by [`REDACTED`].
+fn redact(bytes: &[u8], secret: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while let Some(at) = rest.windows(secret.len()).position(|w| w == secret) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(REDACTED);
+        rest = &rest[at + secret.len()..];
+    }
+    out.extend_from_slice(rest);
+    out
 }
 
 /// Where a URL points.

@@ -13,6 +13,8 @@ pub enum GatewayError {
         declared_at: String,
         message: String,
     },
+    #[error("secret profile `{profile}`: {message}")]
+    Secret { profile: String, message: String },
     #[error("no rate card for tier `{0}`")]
     NoRateCard(String),
     #[error(transparent)]

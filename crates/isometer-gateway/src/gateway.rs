@@ -1,13 +1,14 @@
 //! The gateway: one object that holds the configuration, the runtime with every tool
 //! loaded, the usage writer and the clock.
 
-use crate::egress::AllowlistEgress;
+use crate::credentials::Credentials;
+use crate::egress::{AllowlistEgress, BoundSecret, SecretValue};
 use crate::error::GatewayError;
 use crate::task::{AttemptSummary, TaskRequest, TaskResponse};
 use chrono::TimeDelta;
 use isometer_core::{Clock, Outcome, TaskRecord, UsageEvent, Verdict, event_id, sha256_hex};
 use isometer_evidence::{BatchSigner, EgressEntry, MANIFEST_VERSION, Manifest};
-use isometer_policy::{Config, Policy};
+use isometer_policy::{Config, Policy, SecretSource};
 use isometer_runtime::{Artifact, AttemptEnv, ExecutionReport, Limits, Runtime, TaskContext};
 use isometer_store::{ManifestRecord, UsageWriter};
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ pub struct Gateway {
     egress: HashMap<String, Arc<AllowlistEgress>>,
     writer: UsageWriter,
     signer: BatchSigner,
+    credentials: Arc<Credentials>,
     clock: Arc<dyn Clock>,
 }
 
@@ -83,14 +85,17 @@ impl Gateway {
                 return Err(GatewayError::NoRateCard(tenant.tier.clone()));
             }
         }
-        let egress = config
-            .policies
-            .iter()
-            .map(|p| {
-                let allowlist = AllowlistEgress::new(p.network_allowlist.clone());
-                (p.id.clone(), Arc::new(allowlist))
-            })
-            .collect();
+        let credentials = Arc::new(Credentials::default());
+        let mut egress = HashMap::new();
+        for p in &config.policies {
+            let secrets = match &p.secret_profile {
+                Some(id) => bound_secrets(&config, id)?,
+                None => Vec::new(),
+            };
+            let allowlist = AllowlistEgress::new(p.network_allowlist.clone())
+                .with_secrets(secrets, credentials.clone());
+            egress.insert(p.id.clone(), Arc::new(allowlist));
+        }
         Ok(Gateway {
             config,
             runtime,
@@ -98,8 +103,14 @@ impl Gateway {
             egress,
             writer,
             signer,
+            credentials,
             clock,
         })
+    }
+
+    /// The live per-task credentials, for introspection by upstreams.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
     }
 
     /// The signer of this gateway's evidence (its key id and the keys that verify it).
@@ -340,6 +351,9 @@ impl Gateway {
             .runtime
             .execute_in(artifact, &plan.input, &limits, env)
             .await;
+        // The attempt is over: its credentials are worth nothing from now on.
+        self.credentials
+            .revoke_attempt(&plan.task_id, u32::from(plan.attempt));
         self.seal(plan, report, Some((policy, artifact.hash())), started)
             .await
     }
@@ -460,6 +474,48 @@ pub struct SealedAttempt {
     /// sha256 of the manifest's canonical bytes.
     pub digest: String,
     pub signed: isometer_evidence::SignedManifest,
+}
+
+/// A secret profile's secrets with their values, read now.
+fn bound_secrets(config: &Config, id: &str) -> Result<Vec<BoundSecret>, GatewayError> {
+    let profile = config
+        .secret_profile(id)
+        .ok_or_else(|| GatewayError::Secret {
+            profile: id.to_owned(),
+            message: "not in secrets.toml".into(),
+        })?;
+    let unreadable = |message: String| GatewayError::Secret {
+        profile: id.to_owned(),
+        message,
+    };
+    profile
+        .secrets
+        .iter()
+        .map(|secret| {
+            let value = match &secret.source {
+                SecretSource::TaskCredential => SecretValue::TaskCredential,
+                SecretSource::Env(name) => SecretValue::Static(
+                    std::env::var(name)
+                        .ok()
+                        .filter(|v| !v.is_empty())
+                        .ok_or_else(|| {
+                            unreadable(format!("environment variable `{name}` is not set"))
+                        })?,
+                ),
+                SecretSource::File(path) => SecretValue::Static(
+                    std::fs::read_to_string(path)
+                        .map(|v| v.trim().to_owned())
+                        .map_err(|e| unreadable(format!("{}: {e}", path.display())))?,
+                ),
+            };
+            Ok(BoundSecret {
+                host: secret.host.clone(),
+                header: secret.header.clone(),
+                prefix: secret.prefix.clone(),
+                value,
+            })
+        })
+        .collect()
 }
 
 /// An attempt's egress calls as evidence.

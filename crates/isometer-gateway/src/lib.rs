@@ -4,13 +4,17 @@
 //! `POST /v1/tasks`, the CLI and the demo workload all go through [`Gateway::submit`], so
 //! there is one code path from request to recorded usage.
 
+mod credentials;
 mod egress;
 mod error;
 mod gateway;
 mod task;
 pub mod workload;
 
-pub use egress::{AllowlistEgress, Resolve, SystemResolver, non_public};
+pub use credentials::{Credential, Credentials, Introspection};
+pub use egress::{AllowlistEgress, BoundSecret, Resolve, SecretValue, SystemResolver, non_public};
 pub use error::GatewayError;
 pub use gateway::{AttemptPlan, Gateway, SealedAttempt, egress_evidence};
+/// The task a credential is minted for (the runtime's view of an attempt).
+pub use isometer_runtime::TaskContext;
 pub use task::{AttemptSummary, TaskRequest, TaskResponse};

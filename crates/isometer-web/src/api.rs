@@ -43,3 +43,20 @@ pub(crate) async fn spool(
 ) -> Result<Json<isometer_store::WriterStatus>, ApiError> {
     Ok(Json(state.gateway.usage_status()?))
 }
+
+/// What an upstream sends to check a per-task credential it was given.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IntrospectRequest {
+    token: String,
+}
+
+/// `POST /v1/credentials/introspect`: whether a per-task credential is live, and for which
+/// tenant, task, attempt, tool and host rule (after RFC 7662; JSON in and out).
+pub(crate) async fn introspect(
+    State(state): State<AppState>,
+    body: Result<Json<IntrospectRequest>, JsonRejection>,
+) -> Result<Json<isometer_gateway::Introspection>, ApiError> {
+    let Json(request) = body.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    Ok(Json(state.gateway.credentials().introspect(&request.token)))
+}

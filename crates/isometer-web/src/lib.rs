@@ -31,6 +31,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/v1/tasks", post(api::create_task))
         .route("/v1/spool", get(api::spool))
+        .route("/v1/credentials/introspect", post(api::introspect))
         .with_state(state)
 }
 

@@ -340,3 +340,160 @@ async fn a_full_spool_throttles_new_tasks() {
     };
     assert!(refused.to_string().contains("spool is full"), "{refused}");
 }
+
+/// Secrets go only to the hosts they are bound to, replace what the guest wrote in their
+/// header, never reach the guest (not even echoed back by an upstream), and a per-task
+/// credential dies with its task.
+#[tokio::test]
+async fn secrets_reach_only_their_hosts() {
+    const SECRET: &str = "s3cr3t-value-123";
+    let bound = Upstream::start(200, &format!(r#"{{"echo":"Bearer {SECRET}"}}"#)).await;
+    let unbound = Upstream::start(200, r#"{"ok":true}"#).await;
+    let crm = Upstream::start(200, r#"{"ok":true}"#).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret_file = dir.path().join("market.token");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).expect("secret file");
+
+    let mut config = config(&bound);
+    let rule = |u: &Upstream| {
+        u.addr
+            .to_string()
+            .parse::<isometer_policy::HostRule>()
+            .expect("rule")
+    };
+    config.tools.push(Tool {
+        id: "fetch".into(),
+        artifact: isometer_testkit::guest("fetch"),
+        declared_at: "test".into(),
+        description: "reads a URL".into(),
+        default_use_case: "market-read".into(),
+        sha256: None,
+        destructive: false,
+    });
+    config.secret_profiles.push(isometer_policy::SecretProfile {
+        id: "market".into(),
+        secrets: vec![
+            isometer_policy::Secret {
+                host: rule(&bound),
+                header: "authorization".into(),
+                prefix: "Bearer ".into(),
+                source: isometer_policy::SecretSource::File(secret_file),
+            },
+            isometer_policy::Secret {
+                host: rule(&crm),
+                header: "x-task-credential".into(),
+                prefix: String::new(),
+                source: isometer_policy::SecretSource::TaskCredential,
+            },
+        ],
+    });
+    let template = config.policies[0].clone();
+    config.policies.push(Policy {
+        id: "fetch/standard".into(),
+        tool_id: "fetch".into(),
+        tenant_tier: "standard".into(),
+        network_allowlist: vec![rule(&bound), rule(&unbound), rule(&crm)],
+        secret_profile: Some("market".into()),
+        ..template
+    });
+    let store = isometer_testkit::database().await;
+    let gateway = Gateway::new(
+        Arc::new(config),
+        store.writer(WriterOptions::default()).expect("writer"),
+        isometer_testkit::signer(),
+        Arc::new(SystemClock),
+    )
+    .expect("gateway");
+    let fetch = |url: String, headers: Value| TaskRequest {
+        tenant_id: "acme".into(),
+        tool_id: "fetch".into(),
+        input: json!({"url": url, "headers": headers}),
+        use_case: None,
+        run_id: None,
+        run_class: Default::default(),
+        task_id: None,
+        confidence: None,
+        trace_id: None,
+    };
+
+    // The bound host gets the secret; the guest sees its echo redacted.
+    let response = gateway
+        .submit(fetch(bound.url("/quote"), json!({})))
+        .await
+        .expect("answered");
+    assert_eq!(
+        response.outcome,
+        Outcome::Success,
+        "{:?}",
+        response.attempts[0].detail
+    );
+    let expected = format!("Bearer {SECRET}");
+    assert_eq!(
+        bound.received()[0].header("authorization"),
+        Some(expected.as_str())
+    );
+    assert_eq!(response.output["body"]["echo"], "Bearer [redacted]");
+    let everything = serde_json::to_string(&response).expect("json");
+    assert!(
+        !everything.contains(SECRET),
+        "the secret reached the caller: {everything}"
+    );
+    let egress = &response.attempts[0].manifest.manifest.egress[0];
+    assert!(
+        egress
+            .rule
+            .as_deref()
+            .is_some_and(|r| r.ends_with("; secret in authorization")),
+        "{egress:?}"
+    );
+
+    // A guest cannot choose what the bound host receives in the secret's header.
+    gateway
+        .submit(fetch(
+            bound.url("/quote"),
+            json!({"Authorization": "Bearer stolen"}),
+        ))
+        .await
+        .expect("answered");
+    let second = &bound.received()[1];
+    let values: Vec<&str> = second
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "authorization")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(values, [expected.as_str()]);
+
+    // Another allowed host never gets it.
+    let response = gateway
+        .submit(fetch(unbound.url("/collect"), json!({})))
+        .await
+        .expect("answered");
+    assert_eq!(response.outcome, Outcome::Success);
+    assert_eq!(unbound.received()[0].header("authorization"), None);
+    assert!(
+        unbound.received()[0]
+            .headers
+            .iter()
+            .all(|(_, v)| !v.contains(SECRET)),
+        "{:?}",
+        unbound.received()[0]
+    );
+
+    // A per-task credential: live while the task runs, revoked when it ends.
+    let response = gateway
+        .submit(fetch(crm.url("/contacts"), json!({})))
+        .await
+        .expect("answered");
+    assert_eq!(response.outcome, Outcome::Success);
+    let token = crm.received()[0]
+        .header("x-task-credential")
+        .expect("a credential was sent")
+        .to_owned();
+    assert!(token.starts_with("isc_") && token.len() > 60, "{token}");
+    assert!(
+        !gateway.credentials().introspect(&token).active,
+        "still live after the task"
+    );
+    assert_eq!(gateway.credentials().live(), 0);
+}

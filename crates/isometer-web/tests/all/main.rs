@@ -305,3 +305,44 @@ async fn the_spool_reports_its_lag() {
     assert_eq!(spool["spool"]["lag_ms"], Value::Null, "{spool}");
     assert_eq!(spool["rejected_batches"], 0, "{spool}");
 }
+
+#[tokio::test]
+async fn upstreams_introspect_per_task_credentials() {
+    let (router, _store, gateway) = app().await;
+    let introspect = |body: String| {
+        Request::post("/v1/credentials/introspect")
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .expect("request")
+    };
+    let context = isometer_gateway::TaskContext {
+        task_id: "task-7".into(),
+        attempt: 1,
+        tenant_id: "acme".into(),
+        tool_id: "fetch".into(),
+        ..Default::default()
+    };
+    let token = gateway.credentials().mint(
+        &context,
+        "allow-host crm.example.test",
+        std::time::Duration::from_secs(60),
+    );
+    let (status, body) = call(&router, introspect(json!({ "token": token }).to_string())).await;
+    assert_eq!(status, StatusCode::OK);
+    let seen: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(seen["active"], true);
+    assert_eq!(
+        (&seen["task_id"], &seen["tenant_id"], &seen["scope"]),
+        (
+            &json!("task-7"),
+            &json!("acme"),
+            &json!("allow-host crm.example.test")
+        )
+    );
+
+    gateway.credentials().revoke_attempt("task-7", 1);
+    let (_, body) = call(&router, introspect(json!({ "token": token }).to_string())).await;
+    assert_eq!(body, br#"{"active":false}"#);
+    let (status, _) = call(&router, introspect("{\"tok\": 1}".into())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
