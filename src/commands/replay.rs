@@ -12,12 +12,11 @@ use isometer_core::sha256_hex;
 use isometer_evidence::{EvidenceKey, SignedManifest};
 use isometer_gateway::AllowlistEgress;
 use isometer_policy::Config;
-use isometer_runtime::{AttemptEnv, Limits, TaskContext};
+use isometer_runtime::{AttemptEnv, TaskContext};
 use isometer_store::Store;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 const MANIFEST: &str = "manifest.json";
 
@@ -176,14 +175,7 @@ async fn run_one(
                 m.policy_id
             )
         })?;
-    let limits = Limits {
-        fuel: policy.max_fuel,
-        memory_bytes: policy.max_memory_bytes,
-        timeout: Duration::from_millis(policy.max_duration_ms),
-        max_output_bytes: policy.max_output_bytes,
-        max_egress_bytes: policy.max_egress_bytes,
-        max_egress_requests: policy.max_egress_requests,
-    };
+    let limits = isometer_gateway::policy_limits(policy);
     let env = AttemptEnv {
         context: TaskContext {
             task_id: m.task_id.clone(),

@@ -115,7 +115,7 @@ impl BatchSigner {
         let digest = digest_of(&manifest.canonical_bytes()?);
         let (reply, answer) = oneshot::channel();
         let lead = {
-            let mut pending = self.lock();
+            let mut pending = self.inner.lock();
             pending.jobs.push(Job {
                 leaf: leaf_hash(&digest),
                 reply,
@@ -123,7 +123,7 @@ impl BatchSigner {
             pending.take_lead(Instant::now())
         };
         if lead {
-            self.sign_pending();
+            self.inner.sign_pending();
         }
         let (signature, batch) = answer.await.map_err(|_| SignerStopped::Stopped)?;
         let signed = SignedManifest {
@@ -133,14 +133,6 @@ impl BatchSigner {
             batch,
         };
         Ok((signed, isometer_core::to_hex(&digest)))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
-        self.inner.lock()
-    }
-
-    fn sign_pending(&self) {
-        self.inner.sign_pending();
     }
 }
 

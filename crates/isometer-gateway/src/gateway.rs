@@ -326,14 +326,7 @@ impl Gateway {
                 )
                 .await;
         };
-        let limits = Limits {
-            fuel: policy.max_fuel,
-            memory_bytes: policy.max_memory_bytes,
-            timeout: Duration::from_millis(policy.max_duration_ms),
-            max_output_bytes: policy.max_output_bytes,
-            max_egress_bytes: policy.max_egress_bytes,
-            max_egress_requests: policy.max_egress_requests,
-        };
+        let limits = policy_limits(policy);
         let env = AttemptEnv {
             context: TaskContext {
                 task_id: plan.task_id.clone(),
@@ -474,6 +467,18 @@ pub struct SealedAttempt {
     /// sha256 of the manifest's canonical bytes.
     pub digest: String,
     pub signed: isometer_evidence::SignedManifest,
+}
+
+/// What one attempt under `policy` may consume.
+pub fn policy_limits(policy: &Policy) -> Limits {
+    Limits {
+        fuel: policy.max_fuel,
+        memory_bytes: policy.max_memory_bytes,
+        timeout: Duration::from_millis(policy.max_duration_ms),
+        max_output_bytes: policy.max_output_bytes,
+        max_egress_bytes: policy.max_egress_bytes,
+        max_egress_requests: policy.max_egress_requests,
+    }
 }
 
 /// A secret profile's secrets with their values, read now.
