@@ -52,6 +52,30 @@ enum Command {
     /// Write the replay package of every attempt of a trace (`TRACE_ID --out DIR`), or
     /// re-run a package and compare its output hash with the manifest's (`--run DIR`).
     Replay(ReplayArgs),
+    /// API keys: create (the key is printed once, on the last line), list, revoke.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key; prints it on its last line. Only its hash is kept.
+    Create {
+        /// admin, finance, pm, approver or tenant.
+        #[arg(long)]
+        role: String,
+        /// The tenant a `tenant` key is bound to.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Every key: id, role, tenant, created, revoked.
+    List {
+        /// Print one JSON object per key instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by its id; it stops working within seconds on every server.
+    Revoke { key_id: String },
 }
 
 #[derive(Debug, Args)]

@@ -43,7 +43,8 @@ pub(crate) async fn demo(
         super::evidence_signer(cli)?,
         clock.clone(),
     )?);
-    super::archive(&store, gateway.config()).await?;
+    let state = isometer_web::AppState::new(gateway.clone(), store.clone());
+    state.record_start().await?;
 
     let started = Instant::now();
     let options = WorkloadOptions {
@@ -92,7 +93,7 @@ pub(crate) async fn demo(
     drop(out);
 
     if !args.no_serve {
-        super::serve::serve_until_signal(gateway, store, args.listen, shutdown).await?;
+        super::serve::serve_until_signal(state, args.listen, shutdown).await?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand, and the glue they share: settings, ClickHouse, shutdown.
 
 mod demo;
+mod keys;
 mod replay;
 mod run;
 mod serve;
@@ -61,6 +62,14 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             _ => anyhow::bail!("give a trace id and --out DIR, or --run DIR"),
         },
+        Command::Keys(command) => {
+            let (_server, url) = clickhouse(&cli)?;
+            runtime.block_on(async {
+                let store = open_store(&cli, &url).await?;
+                store.migrate().await.context("migrating")?;
+                keys::keys(&cli, command, &store).await
+            })
+        }
         Command::Demo(args) => {
             let shutdown = shutdown()?;
             let (_server, url) = clickhouse(&cli)?;
@@ -73,24 +82,6 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Where the evidence signing key lives.
 fn key_dir(cli: &Cli) -> std::path::PathBuf {
     cli.data_dir.join("keys")
-}
-
-/// Archives what replaying runs under this configuration needs: its files and every tool
-/// artifact, each under its hash.
-async fn archive(store: &Store, config: &isometer_policy::Config) -> anyhow::Result<()> {
-    store
-        .archive_config(&config.version, &config.files)
-        .await
-        .context("archiving the configuration")?;
-    for tool in &config.tools {
-        let bytes = std::fs::read(&tool.artifact)
-            .with_context(|| format!("cannot read the artifact of tool `{}`", tool.id))?;
-        store
-            .archive_artifact(&isometer_core::sha256_hex(&bytes), &bytes)
-            .await
-            .with_context(|| format!("archiving the artifact of tool `{}`", tool.id))?;
-    }
-    Ok(())
 }
 
 /// The signer of this data directory's evidence, creating its key the first time.

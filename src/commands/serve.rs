@@ -5,7 +5,7 @@ use anyhow::Context;
 use isometer_core::SystemClock;
 use isometer_gateway::Gateway;
 use isometer_policy::Config;
-use isometer_store::{Store, WriterOptions};
+use isometer_store::WriterOptions;
 use isometer_web::AppState;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -30,15 +30,16 @@ pub(crate) async fn serve(
         super::evidence_signer(cli)?,
         Arc::new(SystemClock),
     )?;
-    super::archive(&store, gateway.config()).await?;
-    serve_until_signal(Arc::new(gateway), store, args.listen, shutdown).await?;
+    let state = AppState::new(Arc::new(gateway), store);
+    state.record_start().await?;
+    serve_until_signal(state, args.listen, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Serves until Ctrl-C or SIGTERM, then flushes recorded usage.
+/// Serves until Ctrl-C or SIGTERM, then flushes recorded usage. SIGHUP reloads the
+/// configuration directory (an invalid one is reported and the active version stays).
 pub(crate) async fn serve_until_signal(
-    gateway: Arc<Gateway>,
-    store: Store,
+    state: AppState,
     listen: SocketAddr,
     mut shutdown: super::Shutdown,
 ) -> anyhow::Result<()> {
@@ -46,11 +47,31 @@ pub(crate) async fn serve_until_signal(
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    let router = isometer_web::router(AppState {
-        gateway: gateway.clone(),
-        store,
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot listen for SIGHUP")?;
+    let reloader = state.clone();
+    let reloads = tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match reloader.reload_config("sighup").await {
+                Ok(Some(applied)) => eprintln!(
+                    "SIGHUP: configuration {} is active (was {})",
+                    applied.change.version, applied.change.previous_version
+                ),
+                Ok(None) => eprintln!("SIGHUP: the configuration is unchanged"),
+                Err(isometer_web::ApiError::Invalid { message, problems }) => {
+                    eprintln!("SIGHUP: {message}");
+                    for problem in problems {
+                        eprintln!("  {problem}");
+                    }
+                }
+                Err(e) => eprintln!("SIGHUP: reload failed: {e}"),
+            }
+        }
     });
+    let gateway = state.gateway.clone();
+    let router = isometer_web::router(state);
     println!("serving the dashboard at http://{addr}/ (Ctrl-C to stop)");
     isometer_web::serve(listener, router, async move { shutdown.wait().await }).await?;
+    reloads.abort();
     super::flush_before_exit(&gateway).await
 }

@@ -12,21 +12,66 @@ use isometer_policy::{Config, Policy, SecretSource};
 use isometer_runtime::{Artifact, AttemptEnv, ExecutionReport, Limits, Runtime, TaskContext};
 use isometer_store::{ManifestRecord, UsageWriter};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// Runs tasks under policy and records their usage.
+///
+/// The configuration is hot-swappable: [`Gateway::reload`] prepares a new version whole
+/// (every artifact loaded, every secret read) before it replaces the active one in one
+/// step, and [`Gateway::rollback`] restores the version before. A task takes the active
+/// version when it starts and keeps it to its end.
 #[derive(Debug)]
 pub struct Gateway {
-    config: Arc<Config>,
+    active: RwLock<Arc<Loaded>>,
+    /// Versions that were active before, oldest first; also serializes changes.
+    previous: Mutex<Vec<Arc<Loaded>>>,
     runtime: Runtime,
-    artifacts: HashMap<String, Artifact>,
-    /// Each policy's egress allowlist, by policy id.
-    egress: HashMap<String, Arc<AllowlistEgress>>,
     writer: UsageWriter,
     signer: BatchSigner,
     credentials: Arc<Credentials>,
     clock: Arc<dyn Clock>,
+}
+
+/// One configuration version ready to run: every tool loaded, every egress allowlist
+/// built with its secrets.
+#[derive(Debug)]
+struct Loaded {
+    config: Arc<Config>,
+    artifacts: HashMap<String, Artifact>,
+    /// Each policy's egress allowlist, by policy id.
+    egress: HashMap<String, Arc<AllowlistEgress>>,
+}
+
+/// How many earlier versions a gateway keeps for rollback.
+const KEPT_VERSIONS: usize = 8;
+
+/// A change of the active configuration version.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConfigChange {
+    pub kind: ChangeKind,
+    /// The version active now.
+    pub version: String,
+    /// The version it replaced.
+    pub previous_version: String,
+    /// When the change was asked for, on the gateway's clock.
+    pub requested: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Reload,
+    Rollback,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Reload => "reload",
+            ChangeKind::Rollback => "rollback",
+        }
+    }
 }
 
 impl Gateway {
@@ -50,62 +95,93 @@ impl Gateway {
         signer: BatchSigner,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, GatewayError> {
-        let mut artifacts = HashMap::new();
-        for tool in &config.tools {
-            let artifact =
-                runtime
-                    .load_file(&tool.artifact)
-                    .map_err(|e| GatewayError::Artifact {
-                        tool: tool.id.clone(),
-                        declared_at: tool.declared_at.clone(),
-                        message: match &e {
-                            isometer_runtime::RuntimeError::Read { .. } => {
-                                format!("{e} (build the guest tools with `make guests`)")
-                            }
-                            _ => e.to_string(),
-                        },
-                    })?;
-            if let Some(pin) = &tool.sha256
-                && pin != artifact.hash()
-            {
-                return Err(GatewayError::Artifact {
-                    tool: tool.id.clone(),
-                    declared_at: tool.declared_at.clone(),
-                    message: format!(
-                        "{} has sha256 {}, but the tool is pinned to {pin}",
-                        tool.artifact.display(),
-                        artifact.hash()
-                    ),
-                });
-            }
-            artifacts.insert(tool.id.clone(), artifact);
-        }
-        for tenant in &config.tenants {
-            if config.rate_card(&tenant.tier).is_none() {
-                return Err(GatewayError::NoRateCard(tenant.tier.clone()));
-            }
-        }
         let credentials = Arc::new(Credentials::default());
-        let mut egress = HashMap::new();
-        for p in &config.policies {
-            let secrets = match &p.secret_profile {
-                Some(id) => bound_secrets(&config, id)?,
-                None => Vec::new(),
-            };
-            let allowlist = AllowlistEgress::new(p.network_allowlist.clone())
-                .with_secrets(secrets, credentials.clone());
-            egress.insert(p.id.clone(), Arc::new(allowlist));
-        }
+        let loaded = Loaded::prepare(config, &runtime, &credentials)?;
         Ok(Gateway {
-            config,
+            active: RwLock::new(Arc::new(loaded)),
+            previous: Mutex::new(Vec::new()),
             runtime,
-            artifacts,
-            egress,
             writer,
             signer,
             credentials,
             clock,
         })
+    }
+
+    /// The active version, for one task from start to end.
+    fn loaded(&self) -> Arc<Loaded> {
+        self.active
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Makes `config` the active version once it is wholly prepared; on any error the
+    /// active version stays. Loading the same version again changes nothing (`None`).
+    /// Compiles the tools: call it off the async threads.
+    pub fn reload(&self, config: Config) -> Result<Option<ConfigChange>, GatewayError> {
+        let mut previous = self
+            .previous
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let requested = self.clock.now();
+        if config.version == self.loaded().config.version {
+            return Ok(None);
+        }
+        let loaded = Arc::new(Loaded::prepare(
+            Arc::new(config),
+            &self.runtime,
+            &self.credentials,
+        )?);
+        let replaced = self.swap(loaded);
+        let change = ConfigChange {
+            kind: ChangeKind::Reload,
+            version: self.loaded().config.version.clone(),
+            previous_version: replaced.config.version.clone(),
+            requested,
+        };
+        previous.push(replaced);
+        if previous.len() > KEPT_VERSIONS {
+            previous.remove(0);
+        }
+        Ok(Some(change))
+    }
+
+    /// Restores the version that was active before the current one; the current one is
+    /// dropped (a second rollback goes one further back). `None` when there is none.
+    pub fn rollback(&self) -> Option<ConfigChange> {
+        let mut previous = self
+            .previous
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let requested = self.clock.now();
+        let restored = previous.pop()?;
+        let version = restored.config.version.clone();
+        let replaced = self.swap(restored);
+        Some(ConfigChange {
+            kind: ChangeKind::Rollback,
+            version,
+            previous_version: replaced.config.version.clone(),
+            requested,
+        })
+    }
+
+    /// The versions a rollback would restore, the next one last.
+    pub fn previous_versions(&self) -> Vec<String> {
+        self.previous
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|l| l.config.version.clone())
+            .collect()
+    }
+
+    fn swap(&self, loaded: Arc<Loaded>) -> Arc<Loaded> {
+        let mut active = self
+            .active
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::replace(&mut *active, loaded)
     }
 
     /// The live per-task credentials, for introspection by upstreams.
@@ -118,8 +194,14 @@ impl Gateway {
         &self.signer
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// Now, on the gateway's clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
+    /// The active configuration version.
+    pub fn config(&self) -> Arc<Config> {
+        self.loaded().config.clone()
     }
 
     /// The usage spool's figures: what ClickHouse does not have yet, and the shipper's
@@ -137,7 +219,8 @@ impl Gateway {
     /// usage that cannot be queued; whatever the tool does is the response's outcome.
     pub async fn submit(&self, request: TaskRequest) -> Result<TaskResponse, GatewayError> {
         let plan = self.plan(request)?;
-        let tenant = self
+        let tenant = plan
+            .loaded
             .config
             .tenant(&plan.tenant_id)
             .ok_or_else(|| GatewayError::UnknownTenant(plan.tenant_id.clone()))?;
@@ -152,7 +235,8 @@ impl Gateway {
             );
             self.seal(&plan, report, None, self.clock.now()).await?
         };
-        let card = self
+        let card = plan
+            .loaded
             .config
             .rate_card(&tenant.tier)
             .ok_or_else(|| GatewayError::NoRateCard(tenant.tier.clone()))?;
@@ -171,7 +255,7 @@ impl Gateway {
             outcome: sealed.report.outcome,
             exit_code: sealed.report.exit_code,
             usage: sealed.report.usage,
-            policy_version: self.config.version.clone(),
+            policy_version: plan.loaded.config.version.clone(),
             verdict: manifest.verdict,
             evidence_complete: sealed.ran && manifest.missing_fields.is_empty(),
             confidence: plan.confidence,
@@ -203,7 +287,7 @@ impl Gateway {
             tenant_id: tenant.id.clone(),
             tool_id: plan.tool_id.clone(),
             policy_id: manifest.policy_id.clone(),
-            policy_version: self.config.version.clone(),
+            policy_version: plan.loaded.config.version.clone(),
             outcome: manifest.outcome,
             verdict: manifest.verdict,
             key_id: sealed.signed.key_id.clone(),
@@ -252,8 +336,11 @@ impl Gateway {
     }
 
     /// Checks a request and settles its names: task, run and trace ids, use case.
+    /// The plan keeps the configuration version active now: the task runs under it to its
+    /// end, whatever is reloaded meanwhile.
     pub fn plan(&self, request: TaskRequest) -> Result<AttemptPlan, GatewayError> {
-        if self.config.tenant(&request.tenant_id).is_none() {
+        let loaded = self.loaded();
+        if loaded.config.tenant(&request.tenant_id).is_none() {
             return Err(GatewayError::UnknownTenant(request.tenant_id));
         }
         let task_id = match request.task_id {
@@ -269,7 +356,7 @@ impl Gateway {
         };
         // Checked even when unknown: a denied task is still recorded under this name.
         let tool_id = validated_id("tool_id", request.tool_id)?;
-        let use_case = match (request.use_case, self.config.tool(&tool_id)) {
+        let use_case = match (request.use_case, loaded.config.tool(&tool_id)) {
             (Some(u), _) => validated_id("use_case", u)?,
             (None, Some(tool)) => tool.default_use_case.clone(),
             (None, None) => tool_id.clone(),
@@ -298,21 +385,24 @@ impl Gateway {
             use_case,
             confidence: request.confidence,
             input,
+            loaded,
         })
     }
 
     /// Runs one attempt under the tenant's policy for the tool and seals its evidence;
     /// records nothing. Deny by default: without a policy nothing runs.
     pub async fn attempt(&self, plan: &AttemptPlan) -> Result<SealedAttempt, GatewayError> {
-        let tenant = self
+        let tenant = plan
+            .loaded
             .config
             .tenant(&plan.tenant_id)
             .ok_or_else(|| GatewayError::UnknownTenant(plan.tenant_id.clone()))?;
-        let policy = self
+        let policy = plan
+            .loaded
             .config
             .tool(&plan.tool_id)
-            .and_then(|_| self.config.policy_for(&plan.tool_id, &tenant.tier));
-        let Some((policy, artifact)) = policy.zip(self.artifacts.get(&plan.tool_id)) else {
+            .and_then(|_| plan.loaded.config.policy_for(&plan.tool_id, &tenant.tier));
+        let Some((policy, artifact)) = policy.zip(plan.loaded.artifacts.get(&plan.tool_id)) else {
             let detail = format!(
                 "no policy allows tool `{}` for tier `{}`",
                 plan.tool_id, tenant.tier
@@ -337,7 +427,12 @@ impl Gateway {
                 run_id: plan.run_id.clone(),
                 use_case: plan.use_case.clone(),
             },
-            egress: self.egress.get(&policy.id).cloned().unwrap_or_default(),
+            egress: plan
+                .loaded
+                .egress
+                .get(&policy.id)
+                .cloned()
+                .unwrap_or_default(),
         };
         let started = self.clock.now();
         let report = self
@@ -360,11 +455,13 @@ impl Gateway {
         ran: Option<(&Policy, &str)>,
         started: chrono::DateTime<chrono::Utc>,
     ) -> Result<SealedAttempt, GatewayError> {
-        let tenant = self
+        let tenant = plan
+            .loaded
             .config
             .tenant(&plan.tenant_id)
             .ok_or_else(|| GatewayError::UnknownTenant(plan.tenant_id.clone()))?;
-        let card = self
+        let card = plan
+            .loaded
             .config
             .rate_card(&tenant.tier)
             .ok_or_else(|| GatewayError::NoRateCard(tenant.tier.clone()))?;
@@ -385,7 +482,7 @@ impl Gateway {
             tool_id: plan.tool_id.clone(),
             use_case: plan.use_case.clone(),
             policy_id: ran.map(|(p, _)| p.id.clone()).unwrap_or_default(),
-            policy_version: self.config.version.clone(),
+            policy_version: plan.loaded.config.version.clone(),
             artifact_hash: ran.map(|(_, h)| h.to_owned()).unwrap_or_default(),
             input_hash: sha256_hex(&plan.input),
             output_hash: if ran.is_some() {
@@ -452,6 +549,15 @@ pub struct AttemptPlan {
     pub confidence: Option<f32>,
     /// The input as written to the tool's stdin.
     pub input: Vec<u8>,
+    /// The configuration version the task runs under.
+    loaded: Arc<Loaded>,
+}
+
+impl AttemptPlan {
+    /// The configuration version the task runs under.
+    pub fn config(&self) -> &Config {
+        &self.loaded.config
+    }
 }
 
 /// One attempt with its signed evidence.
@@ -467,6 +573,67 @@ pub struct SealedAttempt {
     /// sha256 of the manifest's canonical bytes.
     pub digest: String,
     pub signed: isometer_evidence::SignedManifest,
+}
+
+impl Loaded {
+    /// Loads every tool's artifact (checking its pin) and builds every policy's egress
+    /// allowlist with its secrets read now.
+    fn prepare(
+        config: Arc<Config>,
+        runtime: &Runtime,
+        credentials: &Arc<Credentials>,
+    ) -> Result<Self, GatewayError> {
+        let mut artifacts = HashMap::new();
+        for tool in &config.tools {
+            let artifact =
+                runtime
+                    .load_file(&tool.artifact)
+                    .map_err(|e| GatewayError::Artifact {
+                        tool: tool.id.clone(),
+                        declared_at: tool.declared_at.clone(),
+                        message: match &e {
+                            isometer_runtime::RuntimeError::Read { .. } => {
+                                format!("{e} (build the guest tools with `make guests`)")
+                            }
+                            _ => e.to_string(),
+                        },
+                    })?;
+            if let Some(pin) = &tool.sha256
+                && pin != artifact.hash()
+            {
+                return Err(GatewayError::Artifact {
+                    tool: tool.id.clone(),
+                    declared_at: tool.declared_at.clone(),
+                    message: format!(
+                        "{} has sha256 {}, but the tool is pinned to {pin}",
+                        tool.artifact.display(),
+                        artifact.hash()
+                    ),
+                });
+            }
+            artifacts.insert(tool.id.clone(), artifact);
+        }
+        for tenant in &config.tenants {
+            if config.rate_card(&tenant.tier).is_none() {
+                return Err(GatewayError::NoRateCard(tenant.tier.clone()));
+            }
+        }
+        let mut egress = HashMap::new();
+        for p in &config.policies {
+            let secrets = match &p.secret_profile {
+                Some(id) => bound_secrets(&config, id)?,
+                None => Vec::new(),
+            };
+            let allowlist = AllowlistEgress::new(p.network_allowlist.clone())
+                .with_secrets(secrets, credentials.clone());
+            egress.insert(p.id.clone(), Arc::new(allowlist));
+        }
+        Ok(Loaded {
+            config,
+            artifacts,
+            egress,
+        })
+    }
 }
 
 /// What one attempt under `policy` may consume.

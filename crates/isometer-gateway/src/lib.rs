@@ -14,7 +14,9 @@ pub mod workload;
 pub use credentials::{Credential, Credentials, Introspection};
 pub use egress::{AllowlistEgress, BoundSecret, Resolve, SecretValue, SystemResolver, non_public};
 pub use error::GatewayError;
-pub use gateway::{AttemptPlan, Gateway, SealedAttempt, egress_evidence, policy_limits};
+pub use gateway::{
+    AttemptPlan, ChangeKind, ConfigChange, Gateway, SealedAttempt, egress_evidence, policy_limits,
+};
 /// The task a credential is minted for (the runtime's view of an attempt).
 pub use isometer_runtime::TaskContext;
 pub use task::{AttemptSummary, TaskRequest, TaskResponse};

@@ -16,7 +16,9 @@ fn sharding_key(table: &str) -> &'static str {
         "usage_events" | "tasks" | "manifests" => "cityHash64(task_id)",
         // The same key always lands on the same shard, where the replacing table keeps one.
         "artifacts" => "cityHash64(sha256)",
-        "config_versions" => "cityHash64(version)",
+        "config_versions" | "config_changes" => "cityHash64(version)",
+        "api_keys" => "cityHash64(key_id)",
+        "approvals" => "cityHash64(approval_id)",
         _ => "rand()",
     }
 }

@@ -6,6 +6,7 @@
 
 mod archive;
 mod cluster;
+mod control;
 mod error;
 mod managed;
 mod migrate;
@@ -14,6 +15,7 @@ mod rows;
 mod spool;
 mod writer;
 
+pub use control::{ApiKeyRow, ApprovalRow, ConfigChangeRecord, ConfigChangeRow};
 pub use error::StoreError;
 pub use managed::{ManagedClickHouse, ServerOptions};
 pub use migrate::{Migration, MigrationReport};
@@ -172,7 +174,7 @@ impl Store {
     /// Opens the usage spool (replaying what an earlier process left in it) and starts
     /// the shipper that moves it into this database.
     pub fn writer(&self, options: WriterOptions) -> Result<UsageWriter, StoreError> {
-        UsageWriter::spawn(self.client.clone(), options)
+        UsageWriter::spawn(self.clone(), options)
     }
 }
 

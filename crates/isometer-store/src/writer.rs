@@ -13,6 +13,7 @@
 //! - A batch the server refuses several times (its data, not an outage) is moved to
 //!   `rejected/` in the spool directory, reported by `flush`, and skipped.
 
+use crate::Store;
 use crate::error::StoreError;
 use crate::rows::{EventRow, ManifestRecord, ManifestRow, Shipped, TaskRow};
 use crate::spool::{Spool, SpoolError, SpoolOptions, SpoolReader, SpoolRecord, SpoolStatus};
@@ -84,6 +85,8 @@ struct Rejected {
 /// Handle to the spool and its shipper; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct UsageWriter {
+    /// The database the shipper writes to; also for the few records that bypass the spool.
+    store: Store,
     spool: Spool,
     state: watch::Receiver<ShipState>,
     /// Rejected batches `flush` has already reported.
@@ -123,7 +126,8 @@ pub struct WriterStatus {
 
 impl UsageWriter {
     /// Opens the spool (replaying what an earlier process left) and starts the shipper.
-    pub(crate) fn spawn(client: Client, options: WriterOptions) -> Result<Self, StoreError> {
+    pub(crate) fn spawn(store: Store, options: WriterOptions) -> Result<Self, StoreError> {
+        let client = store.client.clone();
         let (dir, temporary) = match &options.spool_dir {
             Some(dir) => (dir.clone(), None),
             None => {
@@ -163,6 +167,7 @@ impl UsageWriter {
         };
         let shipper = tokio::spawn(shipper.run(checkpoint.pending));
         Ok(UsageWriter {
+            store,
             spool,
             state,
             reported: Arc::default(),
@@ -216,6 +221,11 @@ impl UsageWriter {
             Err(SpoolError::Full { .. }) => Err(StoreError::SpoolFull),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The database this writer ships to.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Whether a new task may start: false while the spool is full.

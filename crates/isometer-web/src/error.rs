@@ -12,8 +12,23 @@ use serde_json::json;
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
+    /// No key, or not a live one.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A live key whose role may not do this.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// The request is well formed but the resource's state refuses it.
+    #[error("{0}")]
+    Conflict(String),
+    /// What was asked for is invalid as a whole; each problem is listed.
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        problems: Vec<String>,
+    },
     #[error("service unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -42,7 +57,18 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, message) = match &self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.as_str()),
+            ApiError::Unauthorized(m) => {
+                let body = Json(json!({ "error": m }));
+                let challenge = [(axum::http::header::WWW_AUTHENTICATE, "Bearer")];
+                return (StatusCode::UNAUTHORIZED, challenge, body).into_response();
+            }
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m.as_str()),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m.as_str()),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, m.as_str()),
+            ApiError::Invalid { message, problems } => {
+                let body = Json(json!({ "error": message, "problems": problems }));
+                return (StatusCode::UNPROCESSABLE_ENTITY, body).into_response();
+            }
             ApiError::Unavailable(cause) => {
                 tracing::error!(%cause, "request failed: a dependency is unavailable");
                 (StatusCode::SERVICE_UNAVAILABLE, "service unavailable")

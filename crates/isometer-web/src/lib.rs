@@ -5,6 +5,8 @@
 //! wasmtime and never writes SQL.
 
 mod api;
+pub mod auth;
+pub mod control;
 mod error;
 mod pages;
 
@@ -22,6 +24,17 @@ use std::sync::Arc;
 pub struct AppState {
     pub gateway: Arc<Gateway>,
     pub store: Store,
+    pub keys: Arc<auth::Keys>,
+}
+
+impl AppState {
+    pub fn new(gateway: Arc<Gateway>, store: Store) -> Self {
+        AppState {
+            keys: Arc::new(auth::Keys::new(store.clone())),
+            gateway,
+            store,
+        }
+    }
 }
 
 /// All routes. Tests drive this directly, without a socket.
@@ -32,6 +45,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tasks", post(api::create_task))
         .route("/v1/spool", get(api::spool))
         .route("/v1/credentials/introspect", post(api::introspect))
+        .route("/v1/admin/config", get(control::status))
+        .route("/v1/admin/config/reload", post(control::reload))
+        .route("/v1/admin/config/rollback", post(control::rollback))
         .with_state(state)
 }
 

@@ -81,7 +81,7 @@ pub(crate) async fn dashboard(
             .collect(),
         total_tasks,
         total_attempts,
-        total_cost: format!("{} {}", money(total_cost, 6), common_currency(config))
+        total_cost: format!("{} {}", money(total_cost, 6), common_currency(&config))
             .trim_end()
             .to_owned(),
         config_version: config.version.chars().take(12).collect(),

@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::Arc;
 
+mod control;
+
 /// The shipped configuration, with the tools pointed at the freshly built guests.
 fn config() -> Config {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
@@ -35,10 +37,7 @@ async fn app() -> (Router, Store, Arc<Gateway>) {
         )
         .expect("gateway"),
     );
-    let router = isometer_web::router(AppState {
-        gateway: gateway.clone(),
-        store: store.clone(),
-    });
+    let router = isometer_web::router(AppState::new(gateway.clone(), store.clone()));
     (router, store, gateway)
 }
 
@@ -266,10 +265,10 @@ async fn health_is_503_when_clickhouse_is_unreachable() {
         .expect("gateway"),
     );
     // Port 9 on loopback: nothing listens there.
-    let router = isometer_web::router(AppState {
+    let router = isometer_web::router(AppState::new(
         gateway,
-        store: Store::new("http://127.0.0.1:9", "nowhere"),
-    });
+        Store::new("http://127.0.0.1:9", "nowhere"),
+    ));
     let (status, body) = get(&router, "/healthz").await;
     assert_eq!(
         status,
