@@ -35,6 +35,23 @@ pub(crate) fn config_dir() -> PathBuf {
     isometer_testkit::workspace_root().join("config")
 }
 
+/// A copy of the shipped configuration that a test may edit, its tools' artifacts made
+/// absolute.
+pub(crate) fn config_copy() -> tempfile::TempDir {
+    let shipped = config_dir();
+    let copy = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(&shipped).expect("config dir") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("config file");
+        let text = text.replace(
+            "artifact = \"../",
+            &format!("artifact = \"{}/", shipped.join("..").display()),
+        );
+        std::fs::write(copy.path().join(path.file_name().expect("name")), text).expect("copied");
+    }
+    copy
+}
+
 pub(crate) use isometer_testkit::process_running_with;
 
 /// The managed server's config path for a data dir: what its command line contains.

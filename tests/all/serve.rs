@@ -22,10 +22,14 @@ impl Drop for Served {
 }
 
 fn serve() -> Served {
+    serve_with(&crate::config_dir())
+}
+
+fn serve_with(config: &std::path::Path) -> Served {
     let data = tempfile::tempdir().expect("tempdir");
     let mut child = crate::isometer()
         .arg("--config")
-        .arg(crate::config_dir())
+        .arg(config)
         .arg("--data-dir")
         .arg(data.path())
         .args(["serve", "--listen", "127.0.0.1:0"])
@@ -125,5 +129,73 @@ fn even_sigkill_leaves_no_orphan_clickhouse() {
             &needle
         )),
         "clickhouse-server survived its parent"
+    );
+}
+
+async fn config_version(http: &reqwest::Client, base: &str) -> String {
+    let health: Value = http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .expect("healthz")
+        .json()
+        .await
+        .expect("json");
+    health["config_version"]
+        .as_str()
+        .expect("config_version")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_configuration_and_keeps_it_when_the_new_one_is_invalid() {
+    let config = crate::config_copy();
+    let mut served = serve_with(config.path());
+    let http = reqwest::Client::new();
+    let first = config_version(&http, &served.base).await;
+    let pid = Pid::from_raw(i32::try_from(served.child.id()).expect("pid"));
+
+    let policies = config.path().join("policies.toml");
+    let text = std::fs::read_to_string(&policies).expect("policies");
+    std::fs::write(
+        &policies,
+        text.replace("max_fuel = 20_000_000", "max_fuel = 21_000_000"),
+    )
+    .expect("edited");
+    kill(pid, Signal::SIGHUP).expect("SIGHUP");
+    let second = isometer_testkit::eventually(Duration::from_secs(20), || async {
+        let version = config_version(&http, &served.base).await;
+        (version != first).then_some(version)
+    })
+    .await
+    .expect("SIGHUP made the edited configuration active");
+
+    std::fs::write(
+        &policies,
+        text.replace("max_fuel = 20_000_000", "max_fuel = -1"),
+    )
+    .expect("broken");
+    kill(pid, Signal::SIGHUP).expect("SIGHUP");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        served.child.try_wait().expect("status").is_none(),
+        "still serving"
+    );
+    assert_eq!(
+        config_version(&http, &served.base).await,
+        second,
+        "the invalid version was refused"
+    );
+    let response = http
+        .post(format!("{}/v1/tasks", served.base))
+        .json(&json!({"tenant_id": "initech", "tool_id": "summarize", "input": {"text": "One."}}))
+        .send()
+        .await
+        .expect("post");
+    let task: Value = response.json().await.expect("json");
+    assert_eq!(task["outcome"], "success");
+    assert_eq!(
+        task["attempts"][0]["manifest"]["manifest"]["policy_version"],
+        json!(second)
     );
 }
