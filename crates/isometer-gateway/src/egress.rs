@@ -5,7 +5,7 @@
 use crate::credentials::Credentials;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
-use isometer_policy::{BadHostRule, HostRule, normalize_host};
+use isometer_policy::{BadHostRule, HostRule, PoisoningRules, normalize_host};
 use isometer_runtime::{
     EgressBudget, EgressError, EgressGateway, EgressRequest, EgressResponse, TaskContext,
 };
@@ -135,6 +135,14 @@ pub struct AllowlistEgress {
     resolver: Arc<dyn Resolve>,
     secrets: Vec<BoundSecret>,
     credentials: Arc<Credentials>,
+    poisoning: Option<ContentCheck>,
+}
+
+/// Instruction-poisoning rules for fetched content, and what a hit does.
+#[derive(Debug, Clone)]
+struct ContentCheck {
+    rules: Arc<PoisoningRules>,
+    deny: bool,
 }
 
 impl Default for AllowlistEgress {
@@ -155,7 +163,18 @@ impl AllowlistEgress {
             resolver,
             secrets: Vec::new(),
             credentials: Arc::default(),
+            poisoning: None,
         }
+    }
+
+    /// Checks every answer's body against `rules` before the guest sees it: with `deny`,
+    /// an answer that matches is withheld and the attempt ends; otherwise the hits are
+    /// recorded and the answer goes through.
+    pub fn with_poisoning_rules(mut self, rules: Arc<PoisoningRules>, deny: bool) -> Self {
+        self.poisoning = rules
+            .checks_content()
+            .then_some(ContentCheck { rules, deny });
+        self
     }
 
     /// Injects `secrets` into requests to their hosts; per-task credentials are minted in
@@ -285,6 +304,16 @@ impl EgressGateway for AllowlistEgress {
                     *header = header.replace(value.as_str(), "[redacted]");
                 }
             }
+        }
+        if let Some(check) = &self.poisoning {
+            let hits = check.rules.content_hits(&response.body);
+            if !hits.is_empty() && check.deny {
+                return Err(EgressError::Poisoned {
+                    rules: hits,
+                    bytes_in: response.wire_bytes(),
+                });
+            }
+            response.poisoning = hits;
         }
         response.rule = if injected.is_empty() {
             rule.to_string()
@@ -418,6 +447,7 @@ async fn send(
             headers,
             body: Vec::new(),
             rule: String::new(),
+            poisoning: Vec::new(),
         };
         let head_bytes = response.wire_bytes();
         let too_large = EgressError::TooLarge {

@@ -7,8 +7,8 @@ use crate::error::GatewayError;
 use crate::task::{AttemptSummary, TaskRequest, TaskResponse};
 use chrono::TimeDelta;
 use isometer_core::{Clock, Outcome, TaskRecord, UsageEvent, Verdict, event_id, sha256_hex};
-use isometer_evidence::{BatchSigner, EgressEntry, MANIFEST_VERSION, Manifest};
-use isometer_policy::{Config, Policy, SecretSource};
+use isometer_evidence::{BatchSigner, EgressEntry, MANIFEST_VERSION, Manifest, PoisoningHit};
+use isometer_policy::{Config, OnPoisoning, Policy, SecretSource};
 use isometer_runtime::{Artifact, AttemptEnv, ExecutionReport, Limits, Runtime, TaskContext};
 use isometer_store::{ManifestRecord, UsageWriter};
 use std::collections::HashMap;
@@ -41,6 +41,8 @@ struct Loaded {
     artifacts: HashMap<String, Artifact>,
     /// Each policy's egress allowlist, by policy id.
     egress: HashMap<String, Arc<AllowlistEgress>>,
+    /// The instruction-poisoning rules each tool's descriptor matches, by tool id.
+    descriptor_hits: HashMap<String, Vec<String>>,
 }
 
 /// How many earlier versions a gateway keeps for rollback.
@@ -233,7 +235,8 @@ impl Gateway {
                 Outcome::Throttled,
                 "usage is not reaching ClickHouse fast enough; the spool is full",
             );
-            self.seal(&plan, report, None, self.clock.now()).await?
+            self.seal(&plan, report, None, self.clock.now(), Vec::new())
+                .await?
         };
         let card = plan
             .loaded
@@ -413,9 +416,40 @@ impl Gateway {
                     ExecutionReport::not_run(Outcome::PolicyDenied, detail),
                     None,
                     self.clock.now(),
+                    Vec::new(),
                 )
                 .await;
         };
+        // A tool whose descriptor carries instructions for the agent: recorded, and under
+        // a denying policy the tool does not run.
+        let descriptor: Vec<PoisoningHit> = plan
+            .loaded
+            .descriptor_hits
+            .get(&plan.tool_id)
+            .into_iter()
+            .flatten()
+            .map(|rule| PoisoningHit {
+                rule: rule.clone(),
+                location: "descriptor".into(),
+            })
+            .collect();
+        if !descriptor.is_empty() && policy.on_poisoning == OnPoisoning::Deny {
+            let rules: Vec<&str> = descriptor.iter().map(|h| h.rule.as_str()).collect();
+            let detail = format!(
+                "the descriptor of tool `{}` matches instruction-poisoning rules {}",
+                plan.tool_id,
+                rules.join(", ")
+            );
+            return self
+                .seal(
+                    plan,
+                    ExecutionReport::not_run(Outcome::PolicyDenied, detail),
+                    None,
+                    self.clock.now(),
+                    descriptor,
+                )
+                .await;
+        }
         let limits = policy_limits(policy);
         let env = AttemptEnv {
             context: TaskContext {
@@ -442,18 +476,26 @@ impl Gateway {
         // The attempt is over: its credentials are worth nothing from now on.
         self.credentials
             .revoke_attempt(&plan.task_id, u32::from(plan.attempt));
-        self.seal(plan, report, Some((policy, artifact.hash())), started)
-            .await
+        self.seal(
+            plan,
+            report,
+            Some((policy, artifact.hash())),
+            started,
+            descriptor,
+        )
+        .await
     }
 
     /// The attempt's manifest, checked for completeness (failing closed) and signed.
-    /// `ran`: the policy and the artifact's hash, when the attempt ran.
+    /// `ran`: the policy and the artifact's hash, when the attempt ran. `poisoning`: the
+    /// descriptor's hits; the content's are taken from the egress calls.
     async fn seal(
         &self,
         plan: &AttemptPlan,
         mut report: ExecutionReport,
         ran: Option<(&Policy, &str)>,
         started: chrono::DateTime<chrono::Utc>,
+        mut poisoning: Vec<PoisoningHit>,
     ) -> Result<SealedAttempt, GatewayError> {
         let tenant = plan
             .loaded
@@ -498,7 +540,15 @@ impl Gateway {
             },
             usage: report.usage,
             egress: egress_evidence(&report.egress),
-            poisoning: Vec::new(),
+            poisoning: {
+                poisoning.extend(report.egress.iter().flat_map(|call| {
+                    call.poisoning.iter().map(|rule| PoisoningHit {
+                        rule: rule.clone(),
+                        location: call.url.clone(),
+                    })
+                }));
+                poisoning
+            },
             approval_id: None,
             confidence: plan.confidence,
             started_ms: started.timestamp_millis(),
@@ -512,6 +562,26 @@ impl Gateway {
         // no output and is denied; the manifest says what was missing.
         if let Some((policy, _)) = ran {
             manifest.missing_fields = manifest.missing(&policy.required_observability_fields);
+        }
+        // Content that tried to steer the agent: under a denying policy the attempt is
+        // denied (the content itself never reached the guest) and gives no output.
+        if let Some((policy, _)) = ran
+            && policy.on_poisoning == OnPoisoning::Deny
+            && !manifest.poisoning.is_empty()
+        {
+            let hits: Vec<String> = manifest
+                .poisoning
+                .iter()
+                .map(|h| format!("{} in {}", h.rule, h.location))
+                .collect();
+            report.detail = Some(format!(
+                "instruction poisoning ({}): content withheld, attempt denied",
+                hits.join("; ")
+            ));
+            report.outcome = Outcome::PolicyDenied;
+            manifest.outcome = Outcome::PolicyDenied;
+            manifest.verdict = Verdict::Deny;
+            manifest.output_withheld = true;
         }
         if !manifest.missing_fields.is_empty() {
             let missing = manifest.missing_fields.join(", ");
@@ -618,6 +688,7 @@ impl Loaded {
                 return Err(GatewayError::NoRateCard(tenant.tier.clone()));
             }
         }
+        let rules = Arc::new(config.poisoning.clone());
         let mut egress = HashMap::new();
         for p in &config.policies {
             let secrets = match &p.secret_profile {
@@ -625,13 +696,21 @@ impl Loaded {
                 None => Vec::new(),
             };
             let allowlist = AllowlistEgress::new(p.network_allowlist.clone())
-                .with_secrets(secrets, credentials.clone());
+                .with_secrets(secrets, credentials.clone())
+                .with_poisoning_rules(rules.clone(), p.on_poisoning == OnPoisoning::Deny);
             egress.insert(p.id.clone(), Arc::new(allowlist));
         }
+        let descriptor_hits = config
+            .tools
+            .iter()
+            .map(|t| (t.id.clone(), rules.descriptor_hits(&t.description)))
+            .filter(|(_, hits)| !hits.is_empty())
+            .collect();
         Ok(Loaded {
             config,
             artifacts,
             egress,
+            descriptor_hits,
         })
     }
 }

@@ -11,15 +11,17 @@ mod error;
 mod host_rule;
 mod load;
 mod model;
+mod poisoning;
 mod raw;
 mod settings;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use host_rule::{BadHostRule, HostRule, normalize_host};
 pub use model::{
-    Config, DEFAULT_REQUIRED_FIELDS, Fallback, OBSERVABLE_FIELDS, Policy, RateCard, Retry, Secret,
-    SecretProfile, SecretSource, Tenant, Tool,
+    Config, DEFAULT_REQUIRED_FIELDS, Fallback, OBSERVABLE_FIELDS, OnPoisoning, Policy, RateCard,
+    Retry, Secret, SecretProfile, SecretSource, Tenant, Tool,
 };
+pub use poisoning::{PoisoningRule, PoisoningRules};
 pub use settings::{RuntimeSettings, SETTINGS_FILE, Settings};
 
 /// The file names inside a configuration directory.
@@ -31,4 +33,4 @@ pub const FILES: [&str; 4] = [
 ];
 
 /// Files a configuration directory may have; absent means empty.
-pub const OPTIONAL_FILES: [&str; 1] = ["secrets.toml"];
+pub const OPTIONAL_FILES: [&str; 2] = ["secrets.toml", "poisoning.toml"];

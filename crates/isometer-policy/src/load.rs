@@ -4,12 +4,13 @@
 use crate::error::{ConfigError, ConfigErrors};
 use crate::host_rule::HostRule;
 use crate::model::{
-    Config, DEFAULT_REQUIRED_FIELDS, Fallback, OBSERVABLE_FIELDS, Policy, RateCard, Retry, Secret,
-    SecretProfile, SecretSource, Tenant, Tool,
+    Config, DEFAULT_REQUIRED_FIELDS, Fallback, OBSERVABLE_FIELDS, OnPoisoning, Policy, RateCard,
+    Retry, Secret, SecretProfile, SecretSource, Tenant, Tool,
 };
+use crate::poisoning::{PoisoningRule, PoisoningRules, check_pattern};
 use crate::raw::{
-    PoliciesFile, RateCardsFile, RawPolicy, RawRateCard, RawSecretProfile, SecretsFile,
-    TenantsFile, ToolsFile,
+    PoisoningFile, PoliciesFile, RateCardsFile, RawPoisoningRule, RawPolicy, RawRateCard,
+    RawSecretProfile, SecretsFile, TenantsFile, ToolsFile,
 };
 use isometer_core::Outcome;
 use serde::de::DeserializeOwned;
@@ -121,8 +122,8 @@ impl Config {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
-        let [secrets_src] =
-            <[Source; 1]>::try_from(optional).map_err(|_| ConfigErrors(Vec::new()))?;
+        let [secrets_src, poisoning_src] =
+            <[Source; 2]>::try_from(optional).map_err(|_| ConfigErrors(Vec::new()))?;
         let [tenants_src, tools_src, policies_src, cards_src] =
             <[Source; 4]>::try_from(sources).map_err(|_| ConfigErrors(Vec::new()))?;
 
@@ -131,11 +132,20 @@ impl Config {
         let policies: Option<PoliciesFile> = policies_src.parse().map_err(|e| errors.push(e)).ok();
         let cards: Option<RateCardsFile> = cards_src.parse().map_err(|e| errors.push(e)).ok();
         let secrets: Option<SecretsFile> = secrets_src.parse().map_err(|e| errors.push(e)).ok();
-        let (Some(tenants), Some(tools), Some(policies), Some(cards), Some(secrets)) =
-            (tenants, tools, policies, cards, secrets)
+        let poisoning: Option<PoisoningFile> =
+            poisoning_src.parse().map_err(|e| errors.push(e)).ok();
+        let (
+            Some(tenants),
+            Some(tools),
+            Some(policies),
+            Some(cards),
+            Some(secrets),
+            Some(poisoning),
+        ) = (tenants, tools, policies, cards, secrets, poisoning)
         else {
             return Err(ConfigErrors(errors));
         };
+        let poisoning = validate_poisoning(&poisoning_src, poisoning.rule, &mut errors);
 
         let secret_profiles = validate_secret_profiles(
             &secrets_src,
@@ -243,13 +253,15 @@ impl Config {
             return Err(ConfigErrors(errors));
         }
         let mut hasher = Sha256::new();
-        for src in [
+        let sources = [
             &tenants_src,
             &tools_src,
             &policies_src,
             &cards_src,
             &secrets_src,
-        ] {
+            &poisoning_src,
+        ];
+        for src in sources {
             hasher.update(
                 src.path
                     .file_name()
@@ -268,22 +280,17 @@ impl Config {
             policies: valid_policies,
             rate_cards,
             secret_profiles,
-            files: [
-                &tenants_src,
-                &tools_src,
-                &policies_src,
-                &cards_src,
-                &secrets_src,
-            ]
-            .iter()
-            .map(|src| {
-                let name = src
-                    .path
-                    .file_name()
-                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-                (name, src.text.clone())
-            })
-            .collect(),
+            poisoning,
+            files: sources
+                .iter()
+                .map(|src| {
+                    let name = src
+                        .path
+                        .file_name()
+                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+                    (name, src.text.clone())
+                })
+                .collect(),
         })
     }
 }
@@ -463,6 +470,18 @@ fn validate_policy(
         .fallback
         .map(|f| validate_fallback(src, f, errors))
         .unwrap_or_default();
+    let on_poisoning = match p.on_poisoning.as_ref().map(|v| (v, v.get_ref().as_str())) {
+        None | Some((_, "deny")) => OnPoisoning::Deny,
+        Some((_, "record")) => OnPoisoning::Record,
+        Some((v, other)) => {
+            errors.push(src.at(
+                v,
+                "on_poisoning",
+                format!("must be `deny` or `record`, not `{other}`"),
+            ));
+            OnPoisoning::Deny
+        }
+    };
     (errors.len() == before).then(|| Policy {
         id: p.id.into_inner(),
         tool_id: p.tool_id.into_inner(),
@@ -479,6 +498,7 @@ fn validate_policy(
         required_observability_fields,
         retry,
         fallback,
+        on_poisoning,
     })
 }
 
@@ -781,4 +801,68 @@ fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn validate_poisoning(
+    src: &Source,
+    rules: Vec<RawPoisoningRule>,
+    errors: &mut Vec<ConfigError>,
+) -> PoisoningRules {
+    let mut seen = HashSet::new();
+    let mut valid = Vec::new();
+    for rule in rules {
+        let before = errors.len();
+        if !is_name(rule.id.get_ref()) {
+            errors.push(src.at(
+                &rule.id,
+                "rule.id",
+                "must be letters, digits, `-`, `_` or `.`",
+            ));
+        } else if !seen.insert(rule.id.get_ref().clone()) {
+            errors.push(src.at(
+                &rule.id,
+                "rule.id",
+                format!("rule `{}` is declared twice", rule.id.get_ref()),
+            ));
+        }
+        if let Err(message) = check_pattern(rule.pattern.get_ref()) {
+            errors.push(src.at(&rule.pattern, "rule.pattern", message));
+        }
+        let (mut descriptor, mut content) = (true, true);
+        if let Some(applies) = &rule.applies_to {
+            (descriptor, content) = (false, false);
+            for place in applies.get_ref() {
+                match place.get_ref().as_str() {
+                    "descriptor" => descriptor = true,
+                    "content" => content = true,
+                    other => errors.push(src.at(
+                        place,
+                        "rule.applies_to",
+                        format!("must be `descriptor` or `content`, not `{other}`"),
+                    )),
+                }
+            }
+            if applies.get_ref().is_empty() {
+                errors.push(src.at(
+                    applies,
+                    "rule.applies_to",
+                    "names nothing; leave it out to check both descriptors and content",
+                ));
+            }
+        }
+        if errors.len() == before {
+            valid.push(PoisoningRule {
+                id: rule.id.into_inner(),
+                pattern: rule.pattern.into_inner(),
+                description: rule.description,
+                descriptor,
+                content,
+            });
+        }
+    }
+    // Each pattern compiled on its own above; together they compile too.
+    PoisoningRules::new(valid).unwrap_or_else(|e| {
+        errors.push(src.error(None, Some("rule.pattern"), e.to_string()));
+        PoisoningRules::default()
+    })
 }

@@ -17,6 +17,8 @@ pub struct Config {
     pub policies: Vec<Policy>,
     pub rate_cards: Vec<RateCard>,
     pub secret_profiles: Vec<SecretProfile>,
+    /// Instruction-poisoning rules for tool descriptors and fetched content.
+    pub poisoning: crate::PoisoningRules,
     /// Each file's name and text as loaded (the content `version` hashes), for archiving
     /// the version so that a run can be replayed under it. Secret values are never in them.
     pub files: Vec<(String, String)>,
@@ -64,6 +66,17 @@ pub struct Policy {
     pub required_observability_fields: Vec<String>,
     pub retry: Retry,
     pub fallback: Fallback,
+    pub on_poisoning: OnPoisoning,
+}
+
+/// What an instruction-poisoning hit in a tool's descriptor or fetched content does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnPoisoning {
+    /// The content never reaches the guest; the attempt is denied, its output withheld.
+    #[default]
+    Deny,
+    /// The hit is recorded in the manifest and the attempt goes on.
+    Record,
 }
 
 /// Manifest fields a policy may require. An attempt whose manifest lacks one fails closed.

@@ -93,6 +93,8 @@ pub(crate) struct RawPolicy {
     pub(crate) retry: Option<Spanned<RawRetry>>,
     /// What the task answers when its attempts are exhausted.
     pub(crate) fallback: Option<Spanned<RawFallback>>,
+    /// `deny` (the default) or `record`: what an instruction-poisoning hit does.
+    pub(crate) on_poisoning: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,4 +192,25 @@ pub(crate) struct RawRateCard {
     pub(crate) price_per_egress_gib: Spanned<Decimal>,
     /// Price of one attempt that ran.
     pub(crate) price_per_invocation: Spanned<Decimal>,
+}
+
+/// `poisoning.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PoisoningFile {
+    /// The rules, one `[[rule]]` table each.
+    #[serde(default)]
+    pub(crate) rule: Vec<RawPoisoningRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPoisoningRule {
+    pub(crate) id: Spanned<String>,
+    /// A regular expression, matched case-insensitively.
+    pub(crate) pattern: Spanned<String>,
+    /// `descriptor`, `content`, or both (the default).
+    pub(crate) applies_to: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub(crate) description: String,
 }

@@ -47,6 +47,9 @@ pub struct EgressResponse {
     pub body: Vec<u8>,
     /// The rule that allowed the request, in words (e.g. `allow-host api.example.test`).
     pub rule: String,
+    /// Instruction-poisoning rules the body matched, when the policy lets it through
+    /// and only records them.
+    pub poisoning: Vec<String>,
 }
 
 impl EgressResponse {
@@ -74,6 +77,14 @@ pub enum EgressError {
     /// The answer was larger than the budget allowed: the attempt ends as `egress_denied`.
     #[error("the response exceeds the attempt's egress budget of {limit} bytes")]
     TooLarge { limit: u64 },
+    /// The answer matched instruction-poisoning rules and the policy denies on them: the
+    /// guest never sees it and the attempt ends as `egress_denied`.
+    #[error("egress denied: the response matches instruction-poisoning rules {}", rules.join(", "))]
+    Poisoned {
+        rules: Vec<String>,
+        /// Bytes of the answer that was withheld, as metered.
+        bytes_in: u64,
+    },
     /// The request itself is malformed (bad URL, unsupported scheme or method): the guest
     /// is told and may carry on.
     #[error("invalid request: {0}")]
@@ -142,4 +153,6 @@ pub struct EgressRecord {
     pub bytes_out: u64,
     pub bytes_in: u64,
     pub duration_us: u64,
+    /// Instruction-poisoning rules the answer matched.
+    pub poisoning: Vec<String>,
 }

@@ -166,6 +166,7 @@ async fn http_request(
         bytes_out,
         bytes_in: 0,
         duration_us: 0,
+        poisoning: Vec::new(),
     };
     let over_limit = if host.egress_requests >= host.max_egress_requests {
         Some(format!(
@@ -225,6 +226,7 @@ async fn http_request(
             record.rule = Some(response.rule.clone());
             record.status = Some(response.status);
             record.bytes_in = bytes_in;
+            record.poisoning.clone_from(&response.poisoning);
             host.egress.push(record);
             let message = encode_response(&response)?;
             answer(&mut caller, out_len_ptr, ERRNO_OK, message)
@@ -232,6 +234,20 @@ async fn http_request(
         Err(EgressError::Denied { reason, rule }) => {
             record.rule = rule;
             record.reason = Some(reason.clone());
+            host.egress.push(record);
+            Err(EgressDenied(reason).into())
+        }
+        Err(EgressError::Poisoned { rules, bytes_in }) => {
+            let reason = format!(
+                "the response matches instruction-poisoning rules {}; it was withheld",
+                rules.join(", ")
+            );
+            host.egress_requests += 1;
+            host.egress_bytes += bytes_out + bytes_in;
+            record.bytes_in = bytes_in;
+            record.rule = Some(format!("poisoning {}", rules.join(", ")));
+            record.reason = Some(reason.clone());
+            record.poisoning = rules;
             host.egress.push(record);
             Err(EgressDenied(reason).into())
         }

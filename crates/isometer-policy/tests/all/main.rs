@@ -385,6 +385,59 @@ fn mistakes_are_reported_with_file_line_and_field() {
             "id",
             "declared twice",
         ),
+        (
+            "poisoning.toml",
+            |t| t.replacen("pattern = '", "pattern = '(?<unclosed", 1),
+            10,
+            "rule.pattern",
+            "not a regular expression",
+        ),
+        (
+            "poisoning.toml",
+            |t| {
+                t.replacen(
+                    "id = \"role-override\"",
+                    "id = \"override-instructions\"",
+                    1,
+                )
+            },
+            13,
+            "rule.id",
+            "declared twice",
+        ),
+        (
+            "poisoning.toml",
+            |t| {
+                t.replacen(
+                    "applies_to = [\"content\"]",
+                    "applies_to = [\"content\", \"prompt\"]",
+                    1,
+                )
+            },
+            25,
+            "rule.applies_to",
+            "`descriptor` or `content`, not `prompt`",
+        ),
+        (
+            "poisoning.toml",
+            |t| {
+                t.replacen(
+                    "description = \"asks",
+                    "severity = \"high\"\ndescription = \"asks",
+                    1,
+                )
+            },
+            9,
+            "severity",
+            "unknown field",
+        ),
+        (
+            "policies.toml",
+            |t| after_first_policy(t, "on_poisoning = \"block\""),
+            13,
+            "on_poisoning",
+            "`deny` or `record`, not `block`",
+        ),
     ];
     for (file, edit, line, field, words) in cases {
         let dir = edited(file, *edit);

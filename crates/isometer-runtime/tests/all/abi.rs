@@ -31,6 +31,7 @@ impl Scripted {
             headers: vec![("content-type".into(), "application/json".into())],
             body: body.as_bytes().to_vec(),
             rule: "test rule".into(),
+            poisoning: Vec::new(),
         }))
     }
 }
