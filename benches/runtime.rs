@@ -289,6 +289,7 @@ fn signed_attempts_per_s(root: &std::path::Path, cores: usize) -> anyhow::Result
         task_id: None,
         confidence: Some(0.9),
         trace_id: Some("bench-trace".into()),
+        approval_id: None,
     };
     // As for the bare figure: every core, each thread with its own executor; here each
     // keeps SIGNED_CONCURRENCY attempts in flight, so that manifests can share signatures.

@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS approvals
     use_case String,
     run_class String,
     input_sha256 String,
+    input String,
     requested_ms UInt64,
     expires_ms UInt64,
     state String,

@@ -44,7 +44,7 @@ pub(crate) async fn demo(
         clock.clone(),
     )?);
     let state = isometer_web::AppState::new(gateway.clone(), store.clone());
-    state.record_start().await?;
+    state.start().await?;
 
     let started = Instant::now();
     let options = WorkloadOptions {

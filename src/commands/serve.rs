@@ -31,7 +31,7 @@ pub(crate) async fn serve(
         Arc::new(SystemClock),
     )?;
     let state = AppState::new(Arc::new(gateway), store);
-    state.record_start().await?;
+    state.start().await?;
     serve_until_signal(state, args.listen, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -68,10 +68,22 @@ pub(crate) async fn serve_until_signal(
             }
         }
     });
+    // Approvals whose time is up end, and their tasks are recorded, within a second.
+    let gateway = state.gateway.clone();
+    let sweeper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            if let Err(e) = gateway.expire_approvals().await {
+                tracing::warn!(error = %e, "cannot end expired approvals; will retry");
+            }
+        }
+    });
     let gateway = state.gateway.clone();
     let router = isometer_web::router(state);
     println!("serving the dashboard at http://{addr}/ (Ctrl-C to stop)");
     isometer_web::serve(listener, router, async move { shutdown.wait().await }).await?;
     reloads.abort();
+    sweeper.abort();
     super::flush_before_exit(&gateway).await
 }

@@ -15,6 +15,8 @@ pub enum GatewayError {
     },
     #[error("secret profile `{profile}`: {message}")]
     Secret { profile: String, message: String },
+    #[error(transparent)]
+    Approval(#[from] crate::approvals::ApprovalError),
     #[error("no rate card for tier `{0}`")]
     NoRateCard(String),
     #[error(transparent)]

@@ -1,6 +1,9 @@
 //! The gateway: one object that holds the configuration, the runtime with every tool
 //! loaded, the usage writer and the clock.
 
+use crate::approvals::{
+    Approval, ApprovalError, ApprovalState, ApprovalTicket, Approvals, DEFAULT_APPROVAL_TTL,
+};
 use crate::credentials::Credentials;
 use crate::egress::{AllowlistEgress, BoundSecret, SecretValue};
 use crate::error::GatewayError;
@@ -31,6 +34,8 @@ pub struct Gateway {
     signer: BatchSigner,
     credentials: Arc<Credentials>,
     clock: Arc<dyn Clock>,
+    approvals: Approvals,
+    approval_ttl: Duration,
 }
 
 /// One configuration version ready to run: every tool loaded, every egress allowlist
@@ -107,7 +112,15 @@ impl Gateway {
             signer,
             credentials,
             clock,
+            approvals: Approvals::default(),
+            approval_ttl: DEFAULT_APPROVAL_TTL,
         })
+    }
+
+    /// How long an approval request stays good (one hour unless set).
+    pub fn with_approval_ttl(mut self, ttl: Duration) -> Self {
+        self.approval_ttl = ttl;
+        self
     }
 
     /// The active version, for one task from start to end.
@@ -220,12 +233,30 @@ impl Gateway {
     /// Runs one task and records it. Errors only for a request that cannot be accepted or
     /// usage that cannot be queued; whatever the tool does is the response's outcome.
     pub async fn submit(&self, request: TaskRequest) -> Result<TaskResponse, GatewayError> {
-        let plan = self.plan(request)?;
-        let tenant = plan
+        let approval_id = request.approval_id.clone();
+        let mut plan = self.plan(request)?;
+        // A destructive tool runs only under an approval given for this very task.
+        let destructive = plan
+            .loaded
+            .config
+            .tool(&plan.tool_id)
+            .is_some_and(|t| t.destructive);
+        let tier = plan
             .loaded
             .config
             .tenant(&plan.tenant_id)
-            .ok_or_else(|| GatewayError::UnknownTenant(plan.tenant_id.clone()))?;
+            .map(|t| t.tier.as_str())
+            .unwrap_or_default();
+        if destructive && plan.loaded.config.policy_for(&plan.tool_id, tier).is_some() {
+            let approval = match approval_id {
+                None => self.request_approval(&plan).await?,
+                Some(id) => self.claim_approval(&plan, &id).await?,
+            };
+            match approval.state {
+                ApprovalState::Used => plan.approval_id = Some(approval.approval_id),
+                _ => return Ok(waiting(&plan, &approval)),
+            }
+        }
         // The spool is full: ClickHouse is behind. Nothing runs until it catches up; the
         // refusal itself is still recorded (the spool keeps a margin for it).
         let sealed = if self.writer.has_room() {
@@ -238,6 +269,20 @@ impl Gateway {
             self.seal(&plan, report, None, self.clock.now(), Vec::new())
                 .await?
         };
+        self.finish(plan, sealed).await
+    }
+
+    /// Records a task's one attempt and answers it.
+    async fn finish(
+        &self,
+        plan: AttemptPlan,
+        sealed: SealedAttempt,
+    ) -> Result<TaskResponse, GatewayError> {
+        let tenant = plan
+            .loaded
+            .config
+            .tenant(&plan.tenant_id)
+            .ok_or_else(|| GatewayError::UnknownTenant(plan.tenant_id.clone()))?;
         let card = plan
             .loaded
             .config
@@ -335,6 +380,11 @@ impl Gateway {
             }],
             total_cost: cost,
             currency: card.currency.clone(),
+            approval: plan
+                .approval_id
+                .as_deref()
+                .and_then(|id| self.approvals.get(id))
+                .map(|a| ApprovalTicket::from(&a)),
         })
     }
 
@@ -388,6 +438,7 @@ impl Gateway {
             use_case,
             confidence: request.confidence,
             input,
+            approval_id: None,
             loaded,
         })
     }
@@ -549,7 +600,7 @@ impl Gateway {
                 }));
                 poisoning
             },
-            approval_id: None,
+            approval_id: plan.approval_id.clone(),
             confidence: plan.confidence,
             started_ms: started.timestamp_millis(),
             finished_ms: finished.timestamp_millis(),
@@ -605,6 +656,248 @@ impl Gateway {
     }
 }
 
+/// Approvals of destructive tools' tasks (see the `approvals` module).
+impl Gateway {
+    /// An approval by id, in its current state.
+    pub fn approval(&self, id: &str) -> Option<Approval> {
+        self.approvals.get(id)
+    }
+
+    /// Approvals still waiting for a decision or a use, oldest first.
+    pub fn open_approvals(&self) -> Vec<Approval> {
+        self.approvals.open()
+    }
+
+    /// Takes back approvals kept by an earlier process (latest state of each).
+    pub fn restore_approvals(&self, rows: Vec<isometer_store::ApprovalRow>) -> usize {
+        let mut restored = 0;
+        for approval in rows.into_iter().filter_map(Approval::from_row) {
+            self.approvals.put(approval);
+            restored += 1;
+        }
+        restored
+    }
+
+    /// Asks for an approval of `plan`'s task, or finds the one already asked for the same
+    /// task and input.
+    async fn request_approval(&self, plan: &AttemptPlan) -> Result<Approval, GatewayError> {
+        let input_sha256 = sha256_hex(&plan.input);
+        if let Some(open) = self.approvals.open().into_iter().find(|a| {
+            a.tenant_id == plan.tenant_id
+                && a.task_id == plan.task_id
+                && a.input_sha256 == input_sha256
+        }) {
+            return Ok(open);
+        }
+        let requested = self.clock.now();
+        let approval = Approval {
+            approval_id: uuid::Builder::from_random_bytes(rand::random())
+                .into_uuid()
+                .to_string(),
+            tenant_id: plan.tenant_id.clone(),
+            tool_id: plan.tool_id.clone(),
+            task_id: plan.task_id.clone(),
+            trace_id: plan.trace_id.clone(),
+            run_id: plan.run_id.clone(),
+            use_case: plan.use_case.clone(),
+            run_class: plan.run_class,
+            input_sha256,
+            input: plan.input.clone(),
+            requested,
+            expires: requested
+                + TimeDelta::from_std(self.approval_ttl).unwrap_or(TimeDelta::hours(1)),
+            state: ApprovalState::Pending,
+            decided_by: None,
+            decided: None,
+            reason: None,
+            version: 1,
+        };
+        self.writer
+            .store()
+            .record_approval(&approval.to_row())
+            .await?;
+        self.approvals.put(approval.clone());
+        Ok(approval)
+    }
+
+    /// Uses the approval `id` for `plan`'s task: `Used` when the task may run now, the
+    /// approval as it stands while it still waits for a decision, an error otherwise.
+    async fn claim_approval(&self, plan: &AttemptPlan, id: &str) -> Result<Approval, GatewayError> {
+        self.expire_approvals().await?;
+        let known = self
+            .approvals
+            .get(id)
+            .ok_or_else(|| ApprovalError::Unknown(id.to_owned()))?;
+        if known.state == ApprovalState::Pending {
+            return Ok(known);
+        }
+        let input_sha256 = sha256_hex(&plan.input);
+        let (used, before) = self.approvals.transition(
+            id,
+            &[ApprovalState::Approved],
+            ApprovalState::Used,
+            |a| {
+                if a.tenant_id != plan.tenant_id || a.tool_id != plan.tool_id {
+                    Err(format!(
+                        "is for tool `{}` of tenant `{}`",
+                        a.tool_id, a.tenant_id
+                    ))
+                } else if a.task_id != plan.task_id {
+                    Err(format!("is for task `{}`", a.task_id))
+                } else if a.input_sha256 != input_sha256 {
+                    Err(format!(
+                        "was given for the input with sha256 {}, not {input_sha256}",
+                        a.input_sha256
+                    ))
+                } else {
+                    Ok(())
+                }
+            },
+            |_| {},
+        )?;
+        // Kept before the task runs: a restart cannot make it usable twice.
+        if let Err(e) = self.writer.store().record_approval(&used.to_row()).await {
+            self.approvals.restore(before);
+            return Err(e.into());
+        }
+        Ok(used)
+    }
+
+    /// An approver's decision on a pending approval. A denial records the task as
+    /// `policy_denied`, with the approver's reason.
+    pub async fn decide(
+        &self,
+        id: &str,
+        approve: bool,
+        by: &str,
+        reason: Option<String>,
+    ) -> Result<Approval, GatewayError> {
+        self.expire_approvals().await?;
+        let now = self.clock.now();
+        let to = if approve {
+            ApprovalState::Approved
+        } else {
+            ApprovalState::Denied
+        };
+        let (decided, before) = self.approvals.transition(
+            id,
+            &[ApprovalState::Pending],
+            to,
+            |_| Ok(()),
+            |a| {
+                a.decided_by = Some(by.to_owned());
+                a.decided = Some(now);
+                a.reason = reason;
+            },
+        )?;
+        if let Err(e) = self.writer.store().record_approval(&decided.to_row()).await {
+            self.approvals.restore(before);
+            return Err(e.into());
+        }
+        if !approve {
+            let detail = format!(
+                "denied by approver `{by}`{}",
+                decided
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            );
+            self.record_unrun(&decided, Outcome::PolicyDenied, detail)
+                .await?;
+        }
+        Ok(decided)
+    }
+
+    /// Ends every open approval whose time is up; each one's task is recorded as
+    /// `approval_required`. Returns how many ended.
+    pub async fn expire_approvals(&self) -> Result<usize, GatewayError> {
+        let now = self.clock.now();
+        let mut ended = 0;
+        for approval in self
+            .approvals
+            .open()
+            .into_iter()
+            .filter(|a| a.expires <= now)
+        {
+            let Ok((expired, before)) = self.approvals.transition(
+                &approval.approval_id,
+                &[ApprovalState::Pending, ApprovalState::Approved],
+                ApprovalState::Expired,
+                |_| Ok(()),
+                |_| {},
+            ) else {
+                continue; // decided meanwhile
+            };
+            if let Err(e) = self.writer.store().record_approval(&expired.to_row()).await {
+                self.approvals.restore(before);
+                return Err(e.into());
+            }
+            let detail = match before.state {
+                ApprovalState::Approved => "approved, but not used before the approval expired",
+                _ => "no approver decided before the approval expired",
+            };
+            self.record_unrun(&expired, Outcome::ApprovalRequired, detail.to_owned())
+                .await?;
+            ended += 1;
+        }
+        Ok(ended)
+    }
+
+    /// Records the task of an approval that will never run.
+    async fn record_unrun(
+        &self,
+        approval: &Approval,
+        outcome: Outcome,
+        detail: String,
+    ) -> Result<(), GatewayError> {
+        let plan = AttemptPlan {
+            task_id: approval.task_id.clone(),
+            attempt: 1,
+            trace_id: approval.trace_id.clone(),
+            run_id: approval.run_id.clone(),
+            run_class: approval.run_class,
+            tenant_id: approval.tenant_id.clone(),
+            tool_id: approval.tool_id.clone(),
+            use_case: approval.use_case.clone(),
+            confidence: None,
+            input: approval.input.clone(),
+            approval_id: Some(approval.approval_id.clone()),
+            loaded: self.loaded(),
+        };
+        let report = ExecutionReport::not_run(outcome, detail);
+        let sealed = self
+            .seal(&plan, report, None, self.clock.now(), Vec::new())
+            .await?;
+        self.finish(plan, sealed).await.map(|_| ())
+    }
+}
+
+/// The answer to a destructive tool's task that waits for an approval.
+fn waiting(plan: &AttemptPlan, approval: &Approval) -> TaskResponse {
+    TaskResponse {
+        task_id: plan.task_id.clone(),
+        trace_id: plan.trace_id.clone(),
+        tenant_id: plan.tenant_id.clone(),
+        tool_id: plan.tool_id.clone(),
+        use_case: plan.use_case.clone(),
+        run_id: plan.run_id.clone(),
+        run_class: plan.run_class,
+        outcome: Outcome::ApprovalRequired,
+        output: serde_json::Value::Null,
+        attempts: Vec::new(),
+        total_cost: isometer_core::Money::ZERO,
+        currency: plan
+            .loaded
+            .config
+            .tenant(&plan.tenant_id)
+            .and_then(|t| plan.loaded.config.rate_card(&t.tier))
+            .map(|c| c.currency.clone())
+            .unwrap_or_default(),
+        approval: Some(ApprovalTicket::from(approval)),
+    }
+}
+
 /// A checked request: what one attempt of a task runs on, and under which names.
 #[derive(Debug, Clone)]
 pub struct AttemptPlan {
@@ -619,6 +912,8 @@ pub struct AttemptPlan {
     pub confidence: Option<f32>,
     /// The input as written to the tool's stdin.
     pub input: Vec<u8>,
+    /// The approval a destructive tool's task runs under.
+    pub approval_id: Option<String>,
     /// The configuration version the task runs under.
     loaded: Arc<Loaded>,
 }

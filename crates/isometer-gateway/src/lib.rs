@@ -4,6 +4,7 @@
 //! `POST /v1/tasks`, the CLI and the demo workload all go through [`Gateway::submit`], so
 //! there is one code path from request to recorded usage.
 
+mod approvals;
 mod credentials;
 mod egress;
 mod error;
@@ -11,6 +12,7 @@ mod gateway;
 mod task;
 pub mod workload;
 
+pub use approvals::{Approval, ApprovalError, ApprovalState, ApprovalTicket, DEFAULT_APPROVAL_TTL};
 pub use credentials::{Credential, Credentials, Introspection};
 pub use egress::{AllowlistEgress, BoundSecret, Resolve, SecretValue, SystemResolver, non_public};
 pub use error::GatewayError;

@@ -28,6 +28,10 @@ pub struct TaskRequest {
     /// Manifests are found by it.
     #[serde(default)]
     pub trace_id: Option<String>,
+    /// For a destructive tool: the approval this task runs under (same task id, same
+    /// input as when it was asked for).
+    #[serde(default)]
+    pub approval_id: Option<String>,
 }
 
 /// What became of a task.
@@ -48,6 +52,9 @@ pub struct TaskResponse {
     #[serde(with = "rust_decimal::serde::str")]
     pub total_cost: Money,
     pub currency: String,
+    /// For a destructive tool's task: the approval it waits for or ran under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::ApprovalTicket>,
 }
 
 /// One attempt of a task.

@@ -112,6 +112,7 @@ pub async fn run(
             confidence: None,
             // The agent's session is one trace: its manifests are found together.
             trace_id: Some(format!("{tenant}-trace-{run_no}")),
+            approval_id: None,
         };
         let response = gateway.submit(request).await?;
         *summary

@@ -65,6 +65,9 @@ pub struct ApprovalRow {
     pub run_class: String,
     /// sha256 (hex) of the task's input: the approval is good for this input only.
     pub input_sha256: String,
+    /// The input itself (JSON), so that the task can be recorded when it is denied or
+    /// expires.
+    pub input: String,
     pub requested_ms: u64,
     pub expires_ms: u64,
     /// `pending`, `approved`, `denied`, `used` or `expired`.
@@ -164,7 +167,8 @@ impl Store {
                 "SELECT approval_id, argMax(tenant_id, version), argMax(tool_id, version), \
                  argMax(task_id, version), argMax(trace_id, version), argMax(run_id, version), \
                  argMax(use_case, version), argMax(run_class, version), \
-                 argMax(input_sha256, version), argMax(requested_ms, version), \
+                 argMax(input_sha256, version), argMax(input, version), \
+                 argMax(requested_ms, version), \
                  argMax(expires_ms, version), argMax(state, version), \
                  argMax(decided_by, version), argMax(decided_ms, version), \
                  argMax(reason, version), max(version) \

@@ -36,8 +36,11 @@ pub struct Applied {
 }
 
 impl AppState {
-    /// Archives the active version and records it as started by this server.
-    pub async fn record_start(&self) -> Result<(), ApiError> {
+    /// What a server does before it serves: archives the active version, records it as
+    /// started, and takes back the approvals an earlier process left open.
+    pub async fn start(&self) -> Result<(), ApiError> {
+        let open = self.store.approvals(true).await?;
+        self.gateway.restore_approvals(open);
         let config = self.gateway.config();
         archive_version(&self.store, &config).await?;
         let row = ConfigChangeRow {

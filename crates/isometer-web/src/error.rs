@@ -42,6 +42,10 @@ impl From<GatewayError> for ApiError {
                 ApiError::BadRequest(e.to_string())
             }
             GatewayError::Store(_) => ApiError::Unavailable(e.to_string()),
+            GatewayError::Approval(isometer_gateway::ApprovalError::Unknown(_)) => {
+                ApiError::NotFound(e.to_string())
+            }
+            GatewayError::Approval(_) => ApiError::Conflict(e.to_string()),
             _ => ApiError::Internal(e.to_string()),
         }
     }

@@ -5,6 +5,7 @@
 //! wasmtime and never writes SQL.
 
 mod api;
+mod approvals;
 pub mod auth;
 pub mod control;
 mod error;
@@ -45,6 +46,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tasks", post(api::create_task))
         .route("/v1/spool", get(api::spool))
         .route("/v1/credentials/introspect", post(api::introspect))
+        .route("/v1/approvals", get(approvals::list))
+        .route("/v1/approvals/{id}", get(approvals::show))
+        .route("/v1/approvals/{id}/approve", post(approvals::approve))
+        .route("/v1/approvals/{id}/deny", post(approvals::deny))
         .route("/v1/admin/config", get(control::status))
         .route("/v1/admin/config/reload", post(control::reload))
         .route("/v1/admin/config/rollback", post(control::rollback))

@@ -68,6 +68,7 @@ async fn a_policy_allowlist_and_the_task_context_reach_the_tool() {
         task_id: Some("task-email-1".into()),
         confidence: Some(0.8),
         trace_id: Some("trace-email".into()),
+        approval_id: None,
     };
 
     let response = gateway
@@ -218,6 +219,7 @@ async fn a_missing_required_field_fails_closed() {
         task_id: Some(task.into()),
         confidence,
         trace_id: None,
+        approval_id: None,
     };
     let withheld = gateway
         .submit(summarize("no-confidence", None))
@@ -313,6 +315,7 @@ async fn a_full_spool_throttles_new_tasks() {
         task_id: None,
         confidence: None,
         trace_id: None,
+        approval_id: None,
     };
     let mut ran = 0;
     let throttled = loop {
@@ -414,6 +417,7 @@ async fn secrets_reach_only_their_hosts() {
         task_id: None,
         confidence: None,
         trace_id: None,
+        approval_id: None,
     };
 
     // The bound host gets the secret; the guest sees its echo redacted.
@@ -567,6 +571,7 @@ async fn poisoned_content_and_descriptors_are_caught_before_the_guest() {
         task_id: None,
         confidence: None,
         trace_id: None,
+        approval_id: None,
     };
 
     // Clean content goes through untouched.

@@ -52,7 +52,7 @@ async fn app(dir: &Path) -> (Router, AppState) {
     )
     .expect("gateway");
     let state = AppState::new(Arc::new(gateway), store);
-    state.record_start().await.expect("start recorded");
+    state.start().await.expect("start recorded");
     (isometer_web::router(state.clone()), state)
 }
 

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::Arc;
 
+mod approvals;
 mod control;
 
 /// The shipped configuration, with the tools pointed at the freshly built guests.

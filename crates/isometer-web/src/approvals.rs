@@ -1,0 +1,161 @@
+//! The approvals of destructive tools' tasks: the queue for approvers, each approval's
+//! state for the tenant that asked, and the decisions.
+
+use crate::AppState;
+use crate::auth::{Principal, Role};
+use crate::error::ApiError;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use isometer_gateway::Approval;
+use isometer_store::ApprovalRow;
+use serde::{Deserialize, Serialize};
+
+/// An approval as the API shows it: what the task would do (its input) and where the
+/// approval stands.
+#[derive(Debug, Serialize)]
+pub(crate) struct ApprovalView {
+    approval_id: String,
+    tenant_id: String,
+    tool_id: String,
+    task_id: String,
+    trace_id: String,
+    run_id: String,
+    use_case: String,
+    run_class: String,
+    input_sha256: String,
+    /// The task's input, parsed when it is JSON.
+    input: serde_json::Value,
+    requested_ms: u64,
+    expires_ms: u64,
+    state: String,
+    decided_by: Option<String>,
+    decided_ms: Option<u64>,
+    reason: Option<String>,
+}
+
+impl From<ApprovalRow> for ApprovalView {
+    fn from(row: ApprovalRow) -> Self {
+        ApprovalView {
+            input: serde_json::from_str(&row.input).unwrap_or(serde_json::Value::String(row.input)),
+            approval_id: row.approval_id,
+            tenant_id: row.tenant_id,
+            tool_id: row.tool_id,
+            task_id: row.task_id,
+            trace_id: row.trace_id,
+            run_id: row.run_id,
+            use_case: row.use_case,
+            run_class: row.run_class,
+            input_sha256: row.input_sha256,
+            requested_ms: row.requested_ms,
+            expires_ms: row.expires_ms,
+            state: row.state,
+            decided_by: (!row.decided_by.is_empty()).then_some(row.decided_by),
+            decided_ms: (row.decided_ms != 0).then_some(row.decided_ms),
+            reason: (!row.reason.is_empty()).then_some(row.reason),
+        }
+    }
+}
+
+impl From<&Approval> for ApprovalView {
+    fn from(approval: &Approval) -> Self {
+        ApprovalView::from(approval.to_row())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    /// `open` (pending or approved; the default) or `all`.
+    #[serde(default)]
+    state: Option<String>,
+}
+
+/// `GET /v1/approvals[?state=open|all]` (approver, admin): newest first.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Vec<ApprovalView>>, ApiError> {
+    principal.require(&[Role::Approver, Role::Admin])?;
+    let open = match query.state.as_deref() {
+        None | Some("open") => true,
+        Some("all") => false,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "state must be `open` or `all`, not `{other}`"
+            )));
+        }
+    };
+    let rows = state.store.approvals(open).await?;
+    Ok(Json(rows.into_iter().map(ApprovalView::from).collect()))
+}
+
+/// `GET /v1/approvals/{id}` (approver, admin, or the tenant that asked; 404 for any other
+/// tenant).
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<ApprovalView>, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no approval `{id}`"));
+    let approval = state.gateway.approval(&id).ok_or_else(not_found)?;
+    match principal.role {
+        Role::Approver | Role::Admin => {}
+        Role::Tenant if principal.tenant_id.as_deref() == Some(approval.tenant_id.as_str()) => {}
+        Role::Tenant => return Err(not_found()),
+        _ => principal.require(&[Role::Approver, Role::Admin, Role::Tenant])?,
+    }
+    Ok(Json(ApprovalView::from(&approval)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Decision {
+    /// Why, in the approver's words; kept with the approval.
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `POST /v1/approvals/{id}/approve` (approver).
+pub(crate) async fn approve(
+    state: State<AppState>,
+    principal: Principal,
+    id: Path<String>,
+    body: Bytes,
+) -> Result<Json<ApprovalView>, ApiError> {
+    decide(state, principal, id, body, true).await
+}
+
+/// `POST /v1/approvals/{id}/deny` (approver): the task is recorded as `policy_denied`.
+pub(crate) async fn deny(
+    state: State<AppState>,
+    principal: Principal,
+    id: Path<String>,
+    body: Bytes,
+) -> Result<Json<ApprovalView>, ApiError> {
+    decide(state, principal, id, body, false).await
+}
+
+async fn decide(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    body: Bytes,
+    approve: bool,
+) -> Result<Json<ApprovalView>, ApiError> {
+    principal.require(&[Role::Approver])?;
+    // The body is optional: `{"reason": "..."}` or nothing.
+    let decision = if body.iter().all(u8::is_ascii_whitespace) {
+        Decision::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::BadRequest(format!("the body must be {{\"reason\": \"...\"}}: {e}"))
+        })?
+    };
+    let approval = state
+        .gateway
+        .decide(&id, approve, &principal.key_id, decision.reason)
+        .await?;
+    Ok(Json(ApprovalView::from(&approval)))
+}
