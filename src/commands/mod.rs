@@ -79,15 +79,27 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     // `_server`, when isometer started one, is stopped here as it goes out of scope.
 }
 
-/// Where the evidence signing key lives.
-fn key_dir(cli: &Cli) -> std::path::PathBuf {
-    cli.data_dir.join("keys")
+/// The evidence signing key: from `[evidence] key_dir` in isometer.toml when set (it must
+/// be there), otherwise `DATA_DIR/keys`, created there on first use when `create`.
+fn evidence_key(cli: &Cli, create: bool) -> anyhow::Result<isometer_evidence::EvidenceKey> {
+    use isometer_evidence::EvidenceKey;
+    Ok(match settings(cli)?.evidence_key_dir {
+        Some(dir) => EvidenceKey::load(&dir).with_context(|| {
+            format!(
+                "the evidence key named in {}",
+                cli.config.join("isometer.toml").display()
+            )
+        })?,
+        None if create => EvidenceKey::load_or_create(&cli.data_dir.join("keys"))?,
+        None => EvidenceKey::load(&cli.data_dir.join("keys"))?,
+    })
 }
 
-/// The signer of this data directory's evidence, creating its key the first time.
+/// The signer of this deployment's evidence, creating its key the first time.
 fn evidence_signer(cli: &Cli) -> anyhow::Result<isometer_evidence::BatchSigner> {
-    let key = isometer_evidence::EvidenceKey::load_or_create(&key_dir(cli))?;
-    Ok(isometer_evidence::BatchSigner::new(key)?)
+    Ok(isometer_evidence::BatchSigner::new(evidence_key(
+        cli, true,
+    )?)?)
 }
 
 /// Where usage for `database` is spooled.

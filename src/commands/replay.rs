@@ -100,7 +100,7 @@ pub(crate) async fn run(cli: &Cli, dir: &Path) -> anyhow::Result<ExitCode> {
         bail!("{} holds no replay package ({MANIFEST})", dir.display());
     }
     let runtime = super::wasm_runtime(cli)?;
-    let key = EvidenceKey::load(&super::key_dir(cli)).ok();
+    let key = super::evidence_key(cli, false).ok();
     let mut all_reproduced = true;
     for package in &packages {
         let reproduced = run_one(&runtime, key.as_ref(), package).await?;

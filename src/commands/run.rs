@@ -3,7 +3,7 @@
 use crate::{Cli, RunArgs};
 use anyhow::{Context, bail};
 use isometer_core::{Money, Outcome, Verdict, sha256_hex};
-use isometer_evidence::{EvidenceKey, MANIFEST_VERSION, Manifest};
+use isometer_evidence::{MANIFEST_VERSION, Manifest};
 use isometer_gateway::AllowlistEgress;
 use isometer_runtime::{AttemptEnv, ExecutionReport, Limits, RuntimeError, TaskContext};
 use serde_json::json;
@@ -66,7 +66,7 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         // The evidence of the run: what ran, on what, with what result, signed with this
         // data directory's key (`isometer verify` checks it).
-        let key = EvidenceKey::load_or_create(&super::key_dir(cli))?;
+        let key = super::evidence_key(cli, true)?;
         let finished_ms = started_ms
             .saturating_add(i64::try_from(report.usage.wall_time_us / 1000).unwrap_or(i64::MAX));
         let manifest = key.sign(Manifest {

@@ -2,7 +2,7 @@
 
 use crate::{Cli, VerifyArgs};
 use anyhow::Context;
-use isometer_evidence::{EvidenceKey, SignedManifest};
+use isometer_evidence::SignedManifest;
 use std::process::ExitCode;
 
 pub(crate) fn verify(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
@@ -17,7 +17,7 @@ pub(crate) fn verify(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     };
     let signed: SignedManifest = serde_json::from_value(signed)
         .with_context(|| format!("{} holds no signed manifest", args.manifest.display()))?;
-    let key = EvidenceKey::load(&super::key_dir(cli))?;
+    let key = super::evidence_key(cli, false)?;
     let read = |path: &Option<std::path::PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
         path.as_ref()
             .map(|p| std::fs::read(p).with_context(|| format!("cannot read {}", p.display())))

@@ -126,3 +126,77 @@ fn a_signed_run_verifies_and_tampering_does_not() {
         said(&untrusted)
     );
 }
+
+/// `[evidence] key_dir` names a key managed outside isometer: runs are signed with it and
+/// verify against it; when it is missing nothing is signed (no key is made up there).
+#[test]
+fn a_key_named_in_the_settings_signs_and_is_never_created() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).expect("config dir");
+    std::fs::write(
+        config.join("isometer.toml"),
+        "[evidence]\nkey_dir = \"../managed-keys\"\n",
+    )
+    .expect("settings");
+    let tool = dir.path().join("hello.wat");
+    std::fs::write(&tool, crate::HELLO).expect("write");
+    let run = || {
+        crate::isometer()
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["run", "--json", "--tool"])
+            .arg(&tool)
+            .output()
+            .expect("runs")
+    };
+    let missing = run();
+    assert!(!missing.status.success());
+    assert!(
+        said(&missing).contains("isometer.toml"),
+        "{}",
+        said(&missing)
+    );
+    assert!(
+        !dir.path().join("managed-keys").exists(),
+        "no key was made up"
+    );
+    assert!(
+        !dir.path().join("data/keys").exists(),
+        "nor one in the data directory"
+    );
+
+    let keys = dir.path().join("managed-keys");
+    std::fs::create_dir(&keys).expect("keys dir");
+    let key = keys.join("evidence.key");
+    std::fs::write(&key, "07".repeat(32)).expect("key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("0600");
+    let signed = run();
+    assert!(signed.status.success(), "{}", said(&signed));
+    let report: Value = serde_json::from_slice(&signed.stdout).expect("json");
+    let key_id = report["manifest"]["key_id"]
+        .as_str()
+        .expect("key id")
+        .to_owned();
+    let manifest = dir.path().join("run.json");
+    std::fs::write(&manifest, &signed.stdout).expect("write");
+    let checked = crate::isometer()
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("verify")
+        .arg(&manifest)
+        .output()
+        .expect("runs");
+    assert!(checked.status.success(), "{}", said(&checked));
+    assert!(!dir.path().join("data/keys").exists());
+    // Another key of its own would have another id.
+    std::fs::write(&key, "08".repeat(32)).expect("key");
+    let other = run();
+    let other: Value = serde_json::from_slice(&other.stdout).expect("json");
+    assert_ne!(other["manifest"]["key_id"].as_str(), Some(key_id.as_str()));
+}

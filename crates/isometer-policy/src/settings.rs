@@ -16,6 +16,17 @@ struct RawSettings {
     /// The wasm runtime's pool.
     #[serde(default)]
     runtime: RawRuntime,
+    /// The evidence signing key.
+    #[serde(default)]
+    evidence: RawEvidence,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvidence {
+    /// A directory holding `evidence.key` (a key managed outside isometer); relative to
+    /// the configuration directory.
+    key_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -48,6 +59,10 @@ pub struct Settings {
     pub database: Option<String>,
     pub cluster: Option<String>,
     pub runtime: RuntimeSettings,
+    /// Where the evidence key is kept when not in the data directory: it must exist
+    /// there, isometer never creates one in it. Resolved against the configuration
+    /// directory.
+    pub evidence_key_dir: Option<std::path::PathBuf>,
 }
 
 /// The `[runtime]` table: the pool of instances every attempt draws from. Unset fields
@@ -132,6 +147,7 @@ impl Settings {
                 max_memory_bytes: runtime.max_memory_mb.map(|mb| mb << 20),
                 max_module_bytes: runtime.max_module_mb.map(|mb| mb << 20),
             },
+            evidence_key_dir: raw.evidence.key_dir.map(|d| dir.join(d)),
         })
     }
 }
