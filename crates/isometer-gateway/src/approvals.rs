@@ -217,29 +217,84 @@ impl Approvals {
         check: impl FnOnce(&Approval) -> Result<(), String>,
         change: impl FnOnce(&mut Approval),
     ) -> Result<(Approval, Approval), ApprovalError> {
+        transition(&mut self.lock(), id, from, to, check, change)
+    }
+
+    /// Moves an approved approval to used if `check` allows and no other approval of the
+    /// same task was used: a task runs under one approval, once.
+    pub(crate) fn claim(
+        &self,
+        id: &str,
+        check: impl FnOnce(&Approval) -> Result<(), String>,
+    ) -> Result<(Approval, Approval), ApprovalError> {
         let mut by_id = self.lock();
         let approval = by_id
-            .get_mut(id)
+            .get(id)
             .ok_or_else(|| ApprovalError::Unknown(id.to_owned()))?;
-        let refused = |why: String| ApprovalError::Refused {
-            id: id.to_owned(),
-            why,
-        };
-        if !from.contains(&approval.state) {
-            return Err(refused(format!("is {}", approval.state.as_str())));
+        if let Some(other) = by_id.values().find(|a| {
+            a.approval_id != id
+                && a.tenant_id == approval.tenant_id
+                && a.task_id == approval.task_id
+                && a.state == ApprovalState::Used
+        }) {
+            return Err(ApprovalError::Refused {
+                id: id.to_owned(),
+                why: format!(
+                    "cannot run task `{}` again: it ran under approval `{}`",
+                    other.task_id, other.approval_id
+                ),
+            });
         }
-        check(approval).map_err(refused)?;
-        let before = approval.clone();
-        approval.state = to;
-        approval.version += 1;
-        change(approval);
-        Ok((approval.clone(), before))
+        transition(
+            &mut by_id,
+            id,
+            &[ApprovalState::Approved],
+            ApprovalState::Used,
+            check,
+            |_| {},
+        )
+    }
+
+    /// The approval `tenant`'s task `task_id` ran under, if it ran.
+    pub(crate) fn ran_under(&self, tenant_id: &str, task_id: &str) -> Option<String> {
+        self.lock()
+            .values()
+            .find(|a| {
+                a.tenant_id == tenant_id && a.task_id == task_id && a.state == ApprovalState::Used
+            })
+            .map(|a| a.approval_id.clone())
     }
 
     /// Undoes a transition whose record could not be kept.
     pub(crate) fn restore(&self, before: Approval) {
         self.lock().insert(before.approval_id.clone(), before);
     }
+}
+
+fn transition(
+    by_id: &mut HashMap<String, Approval>,
+    id: &str,
+    from: &[ApprovalState],
+    to: ApprovalState,
+    check: impl FnOnce(&Approval) -> Result<(), String>,
+    change: impl FnOnce(&mut Approval),
+) -> Result<(Approval, Approval), ApprovalError> {
+    let approval = by_id
+        .get_mut(id)
+        .ok_or_else(|| ApprovalError::Unknown(id.to_owned()))?;
+    let refused = |why: String| ApprovalError::Refused {
+        id: id.to_owned(),
+        why,
+    };
+    if !from.contains(&approval.state) {
+        return Err(refused(format!("is {}", approval.state.as_str())));
+    }
+    check(approval).map_err(refused)?;
+    let before = approval.clone();
+    approval.state = to;
+    approval.version += 1;
+    change(approval);
+    Ok((approval.clone(), before))
 }
 
 fn millis(t: DateTime<Utc>) -> u64 {

@@ -681,6 +681,13 @@ impl Gateway {
     /// Asks for an approval of `plan`'s task, or finds the one already asked for the same
     /// task and input.
     async fn request_approval(&self, plan: &AttemptPlan) -> Result<Approval, GatewayError> {
+        if let Some(used) = self.approvals.ran_under(&plan.tenant_id, &plan.task_id) {
+            return Err(ApprovalError::Refused {
+                id: used,
+                why: format!("was used: task `{}` ran under it already", plan.task_id),
+            }
+            .into());
+        }
         let input_sha256 = sha256_hex(&plan.input);
         if let Some(open) = self.approvals.open().into_iter().find(|a| {
             a.tenant_id == plan.tenant_id
@@ -732,29 +739,23 @@ impl Gateway {
             return Ok(known);
         }
         let input_sha256 = sha256_hex(&plan.input);
-        let (used, before) = self.approvals.transition(
-            id,
-            &[ApprovalState::Approved],
-            ApprovalState::Used,
-            |a| {
-                if a.tenant_id != plan.tenant_id || a.tool_id != plan.tool_id {
-                    Err(format!(
-                        "is for tool `{}` of tenant `{}`",
-                        a.tool_id, a.tenant_id
-                    ))
-                } else if a.task_id != plan.task_id {
-                    Err(format!("is for task `{}`", a.task_id))
-                } else if a.input_sha256 != input_sha256 {
-                    Err(format!(
-                        "was given for the input with sha256 {}, not {input_sha256}",
-                        a.input_sha256
-                    ))
-                } else {
-                    Ok(())
-                }
-            },
-            |_| {},
-        )?;
+        let (used, before) = self.approvals.claim(id, |a| {
+            if a.tenant_id != plan.tenant_id || a.tool_id != plan.tool_id {
+                Err(format!(
+                    "is for tool `{}` of tenant `{}`",
+                    a.tool_id, a.tenant_id
+                ))
+            } else if a.task_id != plan.task_id {
+                Err(format!("is for task `{}`", a.task_id))
+            } else if a.input_sha256 != input_sha256 {
+                Err(format!(
+                    "was given for the input with sha256 {}, not {input_sha256}",
+                    a.input_sha256
+                ))
+            } else {
+                Ok(())
+            }
+        })?;
         // Kept before the task runs: a restart cannot make it usable twice.
         if let Err(e) = self.writer.store().record_approval(&used.to_row()).await {
             self.approvals.restore(before);
@@ -794,7 +795,12 @@ impl Gateway {
             self.approvals.restore(before);
             return Err(e.into());
         }
-        if !approve {
+        // A task that ran under another approval already has its record.
+        let ran = self
+            .approvals
+            .ran_under(&decided.tenant_id, &decided.task_id)
+            .is_some();
+        if !approve && !ran {
             let detail = format!(
                 "denied by approver `{by}`{}",
                 decided
@@ -837,8 +843,14 @@ impl Gateway {
                 ApprovalState::Approved => "approved, but not used before the approval expired",
                 _ => "no approver decided before the approval expired",
             };
-            self.record_unrun(&expired, Outcome::ApprovalRequired, detail.to_owned())
-                .await?;
+            if self
+                .approvals
+                .ran_under(&expired.tenant_id, &expired.task_id)
+                .is_none()
+            {
+                self.record_unrun(&expired, Outcome::ApprovalRequired, detail.to_owned())
+                    .await?;
+            }
             ended += 1;
         }
         Ok(ended)

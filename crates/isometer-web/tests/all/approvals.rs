@@ -229,6 +229,18 @@ async fn destructive_tools_wait_for_a_single_use_approval_bound_to_their_input()
     assert!(reused["error"].as_str().expect("error").contains("used"));
     assert_eq!(upstream.received().len(), 1);
 
+    // A task that ran is not asked for again.
+    let (status, again) = submit(&router, &email(&upstream, "mail-1", "a@acme.test", None)).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        again["error"]
+            .as_str()
+            .expect("error")
+            .contains("ran under it"),
+        "{again}"
+    );
+    assert_eq!(upstream.received().len(), 1);
+
     // Denied: the task is recorded as policy_denied, with the approver's reason.
     let (_, second) = submit(&router, &email(&upstream, "mail-2", "c@acme.test", None)).await;
     let denied_id = second["approval"]["approval_id"]
