@@ -11,7 +11,7 @@ use crate::task::{AttemptSummary, TaskRequest, TaskResponse};
 use chrono::TimeDelta;
 use isometer_core::{Clock, Outcome, TaskRecord, UsageEvent, Verdict, event_id, sha256_hex};
 use isometer_evidence::{BatchSigner, EgressEntry, MANIFEST_VERSION, Manifest, PoisoningHit};
-use isometer_policy::{Config, OnPoisoning, Policy, SecretSource};
+use isometer_policy::{Config, OnPoisoning, Policy, RateCard, SecretSource, Tenant};
 use isometer_runtime::{Artifact, AttemptEnv, ExecutionReport, Limits, Runtime, TaskContext};
 use isometer_store::{ManifestRecord, UsageWriter};
 use std::collections::HashMap;
@@ -278,16 +278,9 @@ impl Gateway {
         plan: AttemptPlan,
         sealed: SealedAttempt,
     ) -> Result<TaskResponse, GatewayError> {
-        let tenant = plan
-            .loaded
-            .config
-            .tenant(&plan.tenant_id)
-            .ok_or_else(|| GatewayError::UnknownTenant(plan.tenant_id.clone()))?;
-        let card = plan
-            .loaded
-            .config
-            .rate_card(&tenant.tier)
-            .ok_or_else(|| GatewayError::NoRateCard(tenant.tier.clone()))?;
+        // The plan's names move into the answer; its version stays alive for the lookups.
+        let loaded = plan.loaded.clone();
+        let (tenant, card) = loaded.tenant_and_card(&plan.tenant_id)?;
         let manifest = &sealed.signed.manifest;
         let event = UsageEvent {
             event_id: event_id(&plan.task_id, plan.attempt),
@@ -446,11 +439,7 @@ impl Gateway {
     /// Runs one attempt under the tenant's policy for the tool and seals its evidence;
     /// records nothing. Deny by default: without a policy nothing runs.
     pub async fn attempt(&self, plan: &AttemptPlan) -> Result<SealedAttempt, GatewayError> {
-        let tenant = plan
-            .loaded
-            .config
-            .tenant(&plan.tenant_id)
-            .ok_or_else(|| GatewayError::UnknownTenant(plan.tenant_id.clone()))?;
+        let (tenant, _) = plan.tenant_and_card()?;
         let policy = plan
             .loaded
             .config
@@ -548,16 +537,7 @@ impl Gateway {
         started: chrono::DateTime<chrono::Utc>,
         mut poisoning: Vec<PoisoningHit>,
     ) -> Result<SealedAttempt, GatewayError> {
-        let tenant = plan
-            .loaded
-            .config
-            .tenant(&plan.tenant_id)
-            .ok_or_else(|| GatewayError::UnknownTenant(plan.tenant_id.clone()))?;
-        let card = plan
-            .loaded
-            .config
-            .rate_card(&tenant.tier)
-            .ok_or_else(|| GatewayError::NoRateCard(tenant.tier.clone()))?;
+        let (tenant, card) = plan.tenant_and_card()?;
         let finished = started
             + TimeDelta::microseconds(i64::try_from(report.usage.wall_time_us).unwrap_or(i64::MAX));
         let cost = isometer_billing::rate(&report.usage, ran.is_some(), card).total;
@@ -900,11 +880,8 @@ fn waiting(plan: &AttemptPlan, approval: &Approval) -> TaskResponse {
         attempts: Vec::new(),
         total_cost: isometer_core::Money::ZERO,
         currency: plan
-            .loaded
-            .config
-            .tenant(&plan.tenant_id)
-            .and_then(|t| plan.loaded.config.rate_card(&t.tier))
-            .map(|c| c.currency.clone())
+            .tenant_and_card()
+            .map(|(_, card)| card.currency.clone())
             .unwrap_or_default(),
         approval: Some(ApprovalTicket::from(approval)),
     }
@@ -935,6 +912,11 @@ impl AttemptPlan {
     pub fn config(&self) -> &Config {
         &self.loaded.config
     }
+
+    /// The task's tenant and the rate card of its tier, in the plan's version.
+    fn tenant_and_card(&self) -> Result<(&Tenant, &RateCard), GatewayError> {
+        self.loaded.tenant_and_card(&self.tenant_id)
+    }
 }
 
 /// One attempt with its signed evidence.
@@ -953,6 +935,19 @@ pub struct SealedAttempt {
 }
 
 impl Loaded {
+    /// A tenant and the rate card of its tier.
+    fn tenant_and_card(&self, tenant_id: &str) -> Result<(&Tenant, &RateCard), GatewayError> {
+        let tenant = self
+            .config
+            .tenant(tenant_id)
+            .ok_or_else(|| GatewayError::UnknownTenant(tenant_id.to_owned()))?;
+        let card = self
+            .config
+            .rate_card(&tenant.tier)
+            .ok_or_else(|| GatewayError::NoRateCard(tenant.tier.clone()))?;
+        Ok((tenant, card))
+    }
+
     /// Loads every tool's artifact (checking its pin) and builds every policy's egress
     /// allowlist with its secrets read now.
     fn prepare(
