@@ -4,13 +4,13 @@
 use crate::error::{ConfigError, ConfigErrors};
 use crate::host_rule::HostRule;
 use crate::model::{
-    Config, DEFAULT_REQUIRED_FIELDS, Fallback, OBSERVABLE_FIELDS, OnPoisoning, Policy, RateCard,
-    Retry, Secret, SecretProfile, SecretSource, Tenant, Tool,
+    Config, DEFAULT_REQUIRED_FIELDS, Fallback, LoopCaps, OBSERVABLE_FIELDS, OnPoisoning, Policy,
+    RateCard, Retry, Secret, SecretProfile, SecretSource, Tenant, Tier, Tool,
 };
 use crate::poisoning::{PoisoningRule, PoisoningRules, check_pattern};
 use crate::raw::{
     PoisoningFile, PoliciesFile, RateCardsFile, RawPoisoningRule, RawPolicy, RawRateCard,
-    RawSecretProfile, SecretsFile, TenantsFile, ToolsFile,
+    RawSecretProfile, RawTier, SecretsFile, TenantsFile, TiersFile, ToolsFile,
 };
 use isometer_core::Outcome;
 use serde::de::DeserializeOwned;
@@ -122,8 +122,8 @@ impl Config {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
-        let [secrets_src, poisoning_src] =
-            <[Source; 2]>::try_from(optional).map_err(|_| ConfigErrors(Vec::new()))?;
+        let [secrets_src, poisoning_src, tiers_src] =
+            <[Source; 3]>::try_from(optional).map_err(|_| ConfigErrors(Vec::new()))?;
         let [tenants_src, tools_src, policies_src, cards_src] =
             <[Source; 4]>::try_from(sources).map_err(|_| ConfigErrors(Vec::new()))?;
 
@@ -134,6 +134,7 @@ impl Config {
         let secrets: Option<SecretsFile> = secrets_src.parse().map_err(|e| errors.push(e)).ok();
         let poisoning: Option<PoisoningFile> =
             poisoning_src.parse().map_err(|e| errors.push(e)).ok();
+        let tiers_file: Option<TiersFile> = tiers_src.parse().map_err(|e| errors.push(e)).ok();
         let (
             Some(tenants),
             Some(tools),
@@ -141,7 +142,8 @@ impl Config {
             Some(cards),
             Some(secrets),
             Some(poisoning),
-        ) = (tenants, tools, policies, cards, secrets, poisoning)
+            Some(tiers_file),
+        ) = (tenants, tools, policies, cards, secrets, poisoning, tiers_file)
         else {
             return Err(ConfigErrors(errors));
         };
@@ -158,6 +160,7 @@ impl Config {
 
         let rate_cards = validate_rate_cards(&cards_src, cards.rate_card, &mut errors);
         let tiers: HashSet<&str> = rate_cards.iter().map(|c| c.tier.as_str()).collect();
+        let tier_limits = validate_tiers(&tiers_src, tiers_file.tier, &rate_cards, &mut errors);
 
         let mut seen = HashSet::new();
         let mut valid_tenants = Vec::new();
@@ -260,6 +263,7 @@ impl Config {
             &cards_src,
             &secrets_src,
             &poisoning_src,
+            &tiers_src,
         ];
         for src in sources {
             hasher.update(
@@ -280,6 +284,7 @@ impl Config {
             policies: valid_policies,
             rate_cards,
             secret_profiles,
+            tiers: tier_limits,
             poisoning,
             files: sources
                 .iter()
@@ -865,4 +870,121 @@ fn validate_poisoning(
         errors.push(src.error(None, Some("rule.pattern"), e.to_string()));
         PoisoningRules::default()
     })
+}
+
+/// Every priced tier's admission and loop caps: as `tiers.toml` declares them, defaults
+/// for the rest.
+fn validate_tiers(
+    src: &Source,
+    raw: Vec<RawTier>,
+    cards: &[RateCard],
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Tier> {
+    let mut declared: Vec<Tier> = Vec::new();
+    for t in raw {
+        let before = errors.len();
+        let id = t.id.get_ref().clone();
+        if !cards.iter().any(|c| c.tier == id) {
+            errors.push(src.at(
+                &t.id,
+                "id",
+                format!("no rate card prices tier `{id}` (see rate_cards.toml)"),
+            ));
+        } else if declared.iter().any(|d| d.id == id) {
+            errors.push(src.at(&t.id, "id", format!("tier `{id}` is declared twice")));
+        }
+        let mut tier = Tier::default_for(&id);
+        if let Some(w) = t.weight {
+            if !(1..=1000).contains(w.get_ref()) {
+                errors.push(src.at(&w, "weight", "must be between 1 and 1000"));
+            }
+            tier.weight = w.into_inner();
+        }
+        if let Some(c) = t.max_concurrency {
+            if *c.get_ref() == 0 {
+                errors.push(src.at(&c, "max_concurrency", "must be at least 1"));
+            }
+            tier.max_concurrency = c.into_inner();
+        }
+        if let Some(q) = t.max_queue {
+            if *q.get_ref() > 1_000_000 {
+                errors.push(src.at(&q, "max_queue", "must be at most 1000000"));
+            }
+            tier.max_queue = q.into_inner();
+        }
+        if let Some(caps) = t.loop_caps {
+            tier.loop_caps = validate_loop_caps(src, caps.into_inner(), errors);
+        }
+        if errors.len() == before {
+            declared.push(tier);
+        }
+    }
+    cards
+        .iter()
+        .map(|card| {
+            declared
+                .iter()
+                .find(|t| t.id == card.tier)
+                .cloned()
+                .unwrap_or_else(|| Tier::default_for(&card.tier))
+        })
+        .collect()
+}
+
+fn validate_loop_caps(
+    src: &Source,
+    raw: crate::raw::RawLoopCaps,
+    errors: &mut Vec<ConfigError>,
+) -> LoopCaps {
+    let mut caps = LoopCaps::default();
+    if let Some(c) = raw.low_confidence {
+        if !(*c.get_ref() > 0.0 && *c.get_ref() <= 1.0) {
+            errors.push(src.at(
+                &c,
+                "loop_caps.low_confidence",
+                "must be above 0 and at most 1",
+            ));
+        }
+        caps.low_confidence = c.into_inner();
+    }
+    for (value, field, slot) in [
+        (
+            raw.max_low_confidence_streak,
+            "loop_caps.max_low_confidence_streak",
+            &mut caps.max_low_confidence_streak,
+        ),
+        (
+            raw.max_repeats,
+            "loop_caps.max_repeats",
+            &mut caps.max_repeats,
+        ),
+    ] {
+        if let Some(n) = value {
+            if *n.get_ref() == 0 {
+                errors.push(src.at(&n, field, "must be at least 1"));
+            }
+            *slot = Some(n.into_inner());
+        }
+    }
+    if let Some(spend) = raw.max_low_confidence_spend {
+        if spend.get_ref().is_sign_negative() {
+            errors.push(src.at(
+                &spend,
+                "loop_caps.max_low_confidence_spend",
+                "must not be negative",
+            ));
+        }
+        caps.max_low_confidence_spend = Some(spend.into_inner());
+    }
+    if let Some(w) = raw.window_s {
+        if !(1..=86_400).contains(w.get_ref()) {
+            errors.push(src.at(
+                &w,
+                "loop_caps.window_s",
+                "must be between 1 and 86400 seconds",
+            ));
+        }
+        caps.window = std::time::Duration::from_secs(w.into_inner());
+    }
+    caps
 }

@@ -17,6 +17,9 @@ pub struct Config {
     pub policies: Vec<Policy>,
     pub rate_cards: Vec<RateCard>,
     pub secret_profiles: Vec<SecretProfile>,
+    /// Admission and loop caps of every tier a rate card prices (defaults for a tier
+    /// `tiers.toml` does not declare).
+    pub tiers: Vec<Tier>,
     /// Instruction-poisoning rules for tool descriptors and fetched content.
     pub poisoning: crate::PoisoningRules,
     /// Each file's name and text as loaded (the content `version` hashes), for archiving
@@ -172,6 +175,77 @@ pub enum SecretSource {
     TaskCredential,
 }
 
+/// How the gateway admits a tier's tenants' tasks, and how it caps their runs' loops.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tier {
+    pub id: String,
+    /// Weighted fair share between busy tenants.
+    pub weight: u32,
+    /// Tasks of one tenant running at once.
+    pub max_concurrency: u32,
+    /// Tasks of one tenant waiting for a slot; one more is refused (`throttled`).
+    pub max_queue: u32,
+    pub loop_caps: LoopCaps,
+}
+
+impl Tier {
+    pub const DEFAULT_WEIGHT: u32 = 1;
+    pub const DEFAULT_MAX_CONCURRENCY: u32 = 64;
+    pub const DEFAULT_MAX_QUEUE: u32 = 256;
+
+    /// A tier `tiers.toml` does not declare.
+    pub fn default_for(id: &str) -> Tier {
+        Tier {
+            id: id.to_owned(),
+            weight: Self::DEFAULT_WEIGHT,
+            max_concurrency: Self::DEFAULT_MAX_CONCURRENCY,
+            max_queue: Self::DEFAULT_MAX_QUEUE,
+            loop_caps: LoopCaps::default(),
+        }
+    }
+}
+
+/// Caps on one agent run's loops. A capped run answers `capped` without running anything
+/// until `window` has passed or an operator resets it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoopCaps {
+    /// A task whose confidence is below this is low-confidence; one without a confidence
+    /// is not.
+    pub low_confidence: f32,
+    /// Consecutive low-confidence tasks a run may run; the next one caps it.
+    pub max_low_confidence_streak: Option<u32>,
+    /// Times a run may call one tool with one input; the next such call caps it.
+    pub max_repeats: Option<u32>,
+    /// A low-confidence task of a run that has spent this much caps it.
+    pub max_low_confidence_spend: Option<Decimal>,
+    /// How long a cap holds, and how far back a run's calls count.
+    pub window: Duration,
+}
+
+impl LoopCaps {
+    pub const DEFAULT_LOW_CONFIDENCE: f32 = 0.5;
+    pub const DEFAULT_WINDOW: Duration = Duration::from_secs(600);
+
+    /// Whether any cap is set.
+    pub fn any(&self) -> bool {
+        self.max_low_confidence_streak.is_some()
+            || self.max_repeats.is_some()
+            || self.max_low_confidence_spend.is_some()
+    }
+}
+
+impl Default for LoopCaps {
+    fn default() -> Self {
+        LoopCaps {
+            low_confidence: Self::DEFAULT_LOW_CONFIDENCE,
+            max_low_confidence_streak: None,
+            max_repeats: None,
+            max_low_confidence_spend: None,
+            window: Self::DEFAULT_WINDOW,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateCard {
     pub tier: String,
@@ -201,6 +275,11 @@ impl Config {
 
     pub fn rate_card(&self, tier: &str) -> Option<&RateCard> {
         self.rate_cards.iter().find(|r| r.tier == tier)
+    }
+
+    /// A tier's admission and loop caps; every tier a rate card prices has them.
+    pub fn tier(&self, id: &str) -> Option<&Tier> {
+        self.tiers.iter().find(|t| t.id == id)
     }
 
     pub fn secret_profile(&self, id: &str) -> Option<&SecretProfile> {

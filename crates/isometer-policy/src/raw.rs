@@ -214,3 +214,43 @@ pub(crate) struct RawPoisoningRule {
     #[serde(default)]
     pub(crate) description: String,
 }
+
+/// `tiers.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TiersFile {
+    /// Admission and loop caps per tenant tier, one `[[tier]]` table each.
+    #[serde(default)]
+    pub(crate) tier: Vec<RawTier>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTier {
+    /// The tier (one a rate card prices).
+    pub(crate) id: Spanned<String>,
+    /// Share of the gateway's capacity a tenant of this tier gets when all are busy,
+    /// relative to other tenants' weights (default 1).
+    pub(crate) weight: Option<Spanned<u32>>,
+    /// Tasks of one tenant running at once (default 64).
+    pub(crate) max_concurrency: Option<Spanned<u32>>,
+    /// Tasks of one tenant waiting for a slot; one more is refused with 429 (default 256).
+    pub(crate) max_queue: Option<Spanned<u32>>,
+    /// Caps on an agent run's loops; none by default.
+    pub(crate) loop_caps: Option<Spanned<RawLoopCaps>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLoopCaps {
+    /// A task whose confidence is below this is low-confidence (default 0.5).
+    pub(crate) low_confidence: Option<Spanned<f32>>,
+    /// Consecutive low-confidence tasks a run may run.
+    pub(crate) max_low_confidence_streak: Option<Spanned<u32>>,
+    /// Times a run may call one tool with one input.
+    pub(crate) max_repeats: Option<Spanned<u32>>,
+    /// What a run may spend before its low-confidence tasks are refused (decimal string).
+    pub(crate) max_low_confidence_spend: Option<Spanned<Decimal>>,
+    /// How long a cap holds, and how long a run's history counts (seconds, default 600).
+    pub(crate) window_s: Option<Spanned<u64>>,
+}
