@@ -125,4 +125,76 @@ pub struct TaskRecord {
     pub outcome: Outcome,
     pub attempts: u16,
     pub total_cost: Money,
+    /// What the gateway's controls did to the task: retries stopped, fallback, loop cap.
+    pub control: TaskControl,
 }
+
+/// What the gateway's controls did to a task, beyond running it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskControl {
+    /// Why no further attempt ran although the policy retries the last one's outcome.
+    pub retry_stop: Option<RetryStop>,
+    /// The answer is the policy's fallback, not the tool's output.
+    pub fallback: bool,
+    /// The loop cap that answered the task (outcome `capped`) without running it.
+    pub cap: Option<LoopCap>,
+    /// The spend a cap avoided: the run's recent cost per task.
+    pub avoided_cost: Money,
+}
+
+/// Why a retryable attempt was the last one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryStop {
+    /// The policy's `max_attempts` were used.
+    MaxAttempts,
+    /// The tenant's retry budget for the tool was spent.
+    RetryBudget,
+}
+
+/// The loop caps of a run (configured per tier).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoopCap {
+    /// Too many consecutive tasks below the confidence threshold.
+    LowConfidenceStreak,
+    /// The same tool called with the same input too many times.
+    RepeatedCall,
+    /// The run spent over its cap while its confidence is low.
+    LowConfidenceSpend,
+}
+
+macro_rules! words {
+    ($ty:ty { $($variant:ident => $word:literal),+ $(,)? }) => {
+        impl $ty {
+            pub const fn as_str(self) -> &'static str {
+                match self { $(<$ty>::$variant => $word),+ }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+        impl FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($word => Ok(<$ty>::$variant),)+
+                    other => Err(format!(
+                        "unknown {} `{other}` ({})",
+                        stringify!($ty),
+                        [$($word),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+words!(RetryStop { MaxAttempts => "max_attempts", RetryBudget => "retry_budget" });
+words!(LoopCap {
+    LowConfidenceStreak => "low_confidence_streak",
+    RepeatedCall => "repeated_call",
+    LowConfidenceSpend => "low_confidence_spend",
+});

@@ -10,7 +10,9 @@ mod outcome;
 mod usage;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use event::{RunClass, TaskRecord, UsageEvent, Verdict, event_id};
+pub use event::{
+    LoopCap, RetryStop, RunClass, TaskControl, TaskRecord, UsageEvent, Verdict, event_id,
+};
 pub use outcome::{Outcome, UnknownOutcome};
 pub use usage::Usage;
 

@@ -1,17 +1,24 @@
 //! The gateway: one object that holds the configuration, the runtime with every tool
 //! loaded, the usage writer and the clock.
 
+use crate::admission::{Admission, AdmissionOptions, AdmissionStatus, Refusal};
 use crate::approvals::{
     Approval, ApprovalError, ApprovalState, ApprovalTicket, Approvals, DEFAULT_APPROVAL_TTL,
 };
+use crate::budget::{BudgetStatus, RetryBudgets};
+use crate::caps::{CapCheck, CapInfo, CapInput, LoopCapper, RunCapStatus};
+use crate::idempotency::{Claim, Idempotency};
 use crate::credentials::Credentials;
 use crate::egress::{AllowlistEgress, BoundSecret, SecretValue};
 use crate::error::GatewayError;
-use crate::task::{AttemptSummary, TaskRequest, TaskResponse};
+use crate::task::{AttemptSummary, CapTicket, TaskRequest, TaskResponse};
 use chrono::TimeDelta;
-use isometer_core::{Clock, Outcome, TaskRecord, UsageEvent, Verdict, event_id, sha256_hex};
+use isometer_core::{
+    Clock, Money, Outcome, RetryStop, TaskControl, TaskRecord, UsageEvent, Verdict, event_id,
+    sha256_hex,
+};
 use isometer_evidence::{BatchSigner, EgressEntry, MANIFEST_VERSION, Manifest, PoisoningHit};
-use isometer_policy::{Config, OnPoisoning, Policy, RateCard, SecretSource, Tenant};
+use isometer_policy::{Config, Fallback, OnPoisoning, Policy, RateCard, SecretSource, Tenant, Tier};
 use isometer_runtime::{Artifact, AttemptEnv, ExecutionReport, Limits, Runtime, TaskContext};
 use isometer_store::{ManifestRecord, UsageWriter};
 use std::collections::HashMap;
@@ -36,6 +43,10 @@ pub struct Gateway {
     clock: Arc<dyn Clock>,
     approvals: Approvals,
     approval_ttl: Duration,
+    admission: Admission,
+    budgets: RetryBudgets,
+    caps: LoopCapper,
+    idempotency: Arc<Idempotency>,
 }
 
 /// One configuration version ready to run: every tool loaded, every egress allowlist
@@ -104,7 +115,15 @@ impl Gateway {
     ) -> Result<Self, GatewayError> {
         let credentials = Arc::new(Credentials::default());
         let loaded = Loaded::prepare(config, &runtime, &credentials)?;
+        let admission = Admission::new(AdmissionOptions {
+            max_in_flight: runtime.max_in_flight(),
+            ..AdmissionOptions::default()
+        });
         Ok(Gateway {
+            admission,
+            budgets: RetryBudgets::default(),
+            caps: LoopCapper::default(),
+            idempotency: Idempotency::new(crate::idempotency::DEFAULT_CAPACITY),
             active: RwLock::new(Arc::new(loaded)),
             previous: Mutex::new(Vec::new()),
             runtime,
@@ -121,6 +140,75 @@ impl Gateway {
     pub fn with_approval_ttl(mut self, ttl: Duration) -> Self {
         self.approval_ttl = ttl;
         self
+    }
+
+    /// Admission bounds other than the defaults (all tenants' tasks in flight: the
+    /// runtime's pool; the longest wait in a queue: 2 s). More in flight than the pool
+    /// holds is not allowed.
+    pub fn with_admission(mut self, options: AdmissionOptions) -> Self {
+        self.admission = Admission::new(AdmissionOptions {
+            max_in_flight: options.max_in_flight.min(self.runtime.max_in_flight()),
+            ..options
+        });
+        self
+    }
+
+    /// Keeps the answers of the newest `capacity` tasks with a caller-chosen id in memory
+    /// (100,000 unless set); older ones are read back from ClickHouse.
+    pub fn with_idempotency_capacity(mut self, capacity: usize) -> Self {
+        self.idempotency = Idempotency::new(capacity);
+        self
+    }
+
+    /// The admission bounds in force.
+    pub fn admission_options(&self) -> AdmissionOptions {
+        self.admission.options()
+    }
+
+    /// Tasks running and waiting now.
+    pub fn admission_status(&self) -> AdmissionStatus {
+        self.admission.status()
+    }
+
+    /// A tenant's retry budget for a tool now, under the active policy's window.
+    pub fn retry_budget(&self, tenant_id: &str, tool_id: &str) -> Option<BudgetStatus> {
+        let loaded = self.loaded();
+        let tenant = loaded.config.tenant(tenant_id)?;
+        let policy = loaded.config.policy_for(tool_id, &tenant.tier)?;
+        Some(
+            self.budgets
+                .status(tenant_id, tool_id, policy.retry.window, self.now_ms()),
+        )
+    }
+
+    /// A run's loop-cap state; `None` when the gateway does not track the run.
+    pub fn run_caps(&self, tenant_id: &str, run_id: &str) -> Option<RunCapStatus> {
+        self.caps.status(tenant_id, run_id, self.clock.now())
+    }
+
+    /// Lifts a run's loop cap (an operator's decision); the run's counts start afresh.
+    /// Returns the state before, `None` when the run is not tracked.
+    pub fn reset_run_caps(&self, tenant_id: &str, run_id: &str) -> Option<RunCapStatus> {
+        let before = self.caps.reset(tenant_id, run_id, self.clock.now());
+        if let Some(b) = &before {
+            tracing::info!(tenant = tenant_id, run = run_id, capped = ?b.capped.as_ref().map(|c| c.cap), "run caps reset");
+        }
+        before
+    }
+
+    /// Task ids recorded by an earlier process (tenant, task id): submitting one again
+    /// answers from ClickHouse. `complete`: these are all of them within the idempotency
+    /// window; otherwise every unknown task id is looked up.
+    pub fn remember_recorded_tasks(
+        &self,
+        keys: impl IntoIterator<Item = (String, String)>,
+        complete: bool,
+    ) -> usize {
+        self.idempotency.remember(keys, complete)
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock.now().timestamp_millis()).unwrap_or(0)
     }
 
     /// The active version, for one task from start to end.
@@ -232,22 +320,74 @@ impl Gateway {
 
     /// Runs one task and records it. Errors only for a request that cannot be accepted or
     /// usage that cannot be queued; whatever the tool does is the response's outcome.
+    ///
+    /// A task id the caller chose runs once: a repeated one answers the stored result
+    /// (`repeated`), and one that is running now waits for it.
     pub async fn submit(&self, request: TaskRequest) -> Result<TaskResponse, GatewayError> {
         let approval_id = request.approval_id.clone();
-        let mut plan = self.plan(request)?;
+        let plan = self.plan(request)?;
+        if !plan.keyed {
+            return self.run_task(plan, approval_id).await;
+        }
+        let mut looked_up = false;
+        let claimed = loop {
+            match self
+                .idempotency
+                .claim(&plan.tenant_id, &plan.task_id, looked_up)
+            {
+                Claim::Run(claimed) => break claimed,
+                Claim::Done(answer) => return Ok(repeated(&answer)),
+                Claim::Wait(mut running) => {
+                    // One change comes: the running submission's answer, or `None` when
+                    // it ended without a final one (then this one claims the id again).
+                    let _ = running.changed().await;
+                    let answer = running.borrow().clone();
+                    if let Some(answer) = answer {
+                        return Ok(repeated(&answer));
+                    }
+                }
+                Claim::LookUp => {
+                    if let Some(answer) = self.recorded_answer(&plan).await? {
+                        let answer = Arc::new(answer);
+                        self.idempotency
+                            .store(&plan.tenant_id, &plan.task_id, answer.clone());
+                        return Ok(repeated(&answer));
+                    }
+                    looked_up = true;
+                }
+            }
+        };
+        let response = self.run_task(plan, approval_id).await?;
+        claimed.finish(&response, response.is_final());
+        Ok(response)
+    }
+
+    /// A task past its idempotency check: approval, loop caps, admission, attempts.
+    async fn run_task(
+        &self,
+        mut plan: AttemptPlan,
+        approval_id: Option<String>,
+    ) -> Result<TaskResponse, GatewayError> {
+        let tier = {
+            let (tenant, _) = plan.tenant_and_card()?;
+            plan.loaded
+                .config
+                .tier(&tenant.tier)
+                .cloned()
+                .unwrap_or_else(|| Tier::default_for(&tenant.tier))
+        };
+        let policy = plan
+            .loaded
+            .config
+            .policy_for(&plan.tool_id, &tier.id)
+            .cloned();
         // A destructive tool runs only under an approval given for this very task.
         let destructive = plan
             .loaded
             .config
             .tool(&plan.tool_id)
             .is_some_and(|t| t.destructive);
-        let tier = plan
-            .loaded
-            .config
-            .tenant(&plan.tenant_id)
-            .map(|t| t.tier.as_str())
-            .unwrap_or_default();
-        if destructive && plan.loaded.config.policy_for(&plan.tool_id, tier).is_some() {
+        if destructive && policy.is_some() {
             let approval = match approval_id {
                 None => self.request_approval(&plan).await?,
                 Some(id) => self.claim_approval(&plan, &id).await?,
@@ -257,98 +397,332 @@ impl Gateway {
                 _ => return Ok(waiting(&plan, &approval)),
             }
         }
+        // Loop caps, decided before the task takes a slot: a capped run answers at once.
+        let caps = &tier.loop_caps;
+        let _gate = if LoopCapper::needs_gate(caps, plan.confidence) {
+            Some(
+                self.caps
+                    .gate(&plan.tenant_id, &plan.run_id, self.clock.now())
+                    .await,
+            )
+        } else {
+            None
+        };
+        if caps.any() {
+            let input_sha256 = sha256_hex(&plan.input);
+            let check = self.caps.check(
+                &CapInput {
+                    tenant_id: &plan.tenant_id,
+                    run_id: &plan.run_id,
+                    tool_id: &plan.tool_id,
+                    input_sha256: &input_sha256,
+                    confidence: plan.confidence,
+                },
+                caps,
+                self.clock.now(),
+            );
+            if let CapCheck::Capped(info) = check {
+                return self.capped(plan, info).await;
+            }
+        }
+        let permit = match self.admission.admit(&plan.tenant_id, &tier).await {
+            Ok(permit) => permit,
+            Err(refusal) => return self.refuse(plan, refusal).await,
+        };
         // The spool is full: ClickHouse is behind. Nothing runs until it catches up; the
         // refusal itself is still recorded (the spool keeps a margin for it).
-        let sealed = if self.writer.has_room() {
-            self.attempt(&plan).await?
-        } else {
-            let report = ExecutionReport::not_run(
-                Outcome::Throttled,
-                "usage is not reaching ClickHouse fast enough; the spool is full",
-            );
-            self.seal(&plan, report, None, self.clock.now(), Vec::new())
-                .await?
+        if !self.writer.has_room() {
+            drop(permit);
+            let refusal = Refusal {
+                reason: "usage is not reaching ClickHouse fast enough; the spool is full".into(),
+                retry_after: Duration::from_secs(1),
+            };
+            return self.refuse(plan, refusal).await;
+        }
+        let mut attempts = Vec::new();
+        let mut control = TaskControl::default();
+        loop {
+            let sealed = self.attempt(&plan).await?;
+            let outcome = sealed.report.outcome;
+            let ran = sealed.ran;
+            attempts.push(sealed);
+            let Some(policy) = policy.as_ref().filter(|_| ran) else {
+                break;
+            };
+            let retry = &policy.retry;
+            if plan.attempt == 1 {
+                self.budgets.first_attempt(
+                    &plan.tenant_id,
+                    &plan.tool_id,
+                    retry.window,
+                    self.now_ms(),
+                );
+            }
+            if outcome.is_success() || !retry.on.contains(&outcome) || retry.max_attempts <= 1 {
+                break;
+            }
+            if plan.attempt >= retry.max_attempts {
+                control.retry_stop = Some(RetryStop::MaxAttempts);
+                break;
+            }
+            if !self.budgets.try_retry(
+                &plan.tenant_id,
+                &plan.tool_id,
+                retry.budget_ratio,
+                retry.window,
+                self.now_ms(),
+            ) {
+                control.retry_stop = Some(RetryStop::RetryBudget);
+                break;
+            }
+            let backoff = retry
+                .backoff
+                .saturating_mul(1 << u32::from(plan.attempt - 1).min(16));
+            tokio::time::sleep(backoff).await;
+            plan.attempt += 1;
+        }
+        drop(permit);
+        let last = attempts.last().map(|a| a.report.outcome);
+        let fallback = match policy.as_ref().map(|p| &p.fallback) {
+            Some(Fallback::Static(body)) if last.is_some_and(|o| !o.is_success()) => {
+                control.fallback = true;
+                Some(serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+            }
+            _ => None,
         };
-        self.finish(plan, sealed).await
+        let cost: Money = attempts.iter().map(|a| a.signed.manifest.cost).sum();
+        let ran = attempts.iter().any(|a| a.ran);
+        self.caps.settle(&plan.tenant_id, &plan.run_id, cost, ran);
+        self.finish(plan, attempts, control, fallback).await
     }
 
-    /// Records a task's one attempt and answers it.
+    /// Records a task its run's loop cap answered, with the spend it avoided.
+    async fn capped(
+        &self,
+        plan: AttemptPlan,
+        info: CapInfo,
+    ) -> Result<TaskResponse, GatewayError> {
+        let detail = format!(
+            "run `{}` is capped ({}) until {}, or until an operator resets it",
+            plan.run_id,
+            info.cap,
+            info.until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        let report = ExecutionReport::not_run(Outcome::Capped, detail);
+        let sealed = self
+            .seal(&plan, report, None, self.clock.now(), Vec::new())
+            .await?;
+        let control = TaskControl {
+            cap: Some(info.cap),
+            avoided_cost: info.avoided_cost,
+            ..TaskControl::default()
+        };
+        let mut response = self.finish(plan, vec![sealed], control, None).await?;
+        if let Some(cap) = &mut response.cap {
+            cap.until = Some(info.until);
+        }
+        Ok(response)
+    }
+
+    /// Records a refusal for load under an id of its own (the caller's task id stays
+    /// free to be submitted again) and answers it as the caller's task, `throttled`.
+    async fn refuse(
+        &self,
+        mut plan: AttemptPlan,
+        refusal: Refusal,
+    ) -> Result<TaskResponse, GatewayError> {
+        let task_id = plan.task_id.clone();
+        let suffix: u32 = rand::random();
+        plan.task_id = format!("{task_id}:throttled:{suffix:08x}");
+        let report = ExecutionReport::not_run(Outcome::Throttled, refusal.reason);
+        let sealed = self
+            .seal(&plan, report, None, self.clock.now(), Vec::new())
+            .await?;
+        let mut response = self
+            .finish(plan, vec![sealed], TaskControl::default(), None)
+            .await?;
+        response.task_id = task_id;
+        response.retry_after_s = Some(refusal.retry_after.as_secs().max(1));
+        Ok(response)
+    }
+
+    /// The stored answer of a task recorded in ClickHouse (by this or an earlier
+    /// process), rebuilt from its record and manifests.
+    async fn recorded_answer(&self, plan: &AttemptPlan) -> Result<Option<TaskResponse>, GatewayError> {
+        let Some((task, manifests)) = self
+            .writer
+            .store()
+            .recorded_task(&plan.tenant_id, &plan.task_id)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut attempts = Vec::with_capacity(manifests.len());
+        for m in &manifests {
+            let signed: isometer_evidence::SignedManifest = serde_json::from_str(&m.signed)
+                .map_err(|e| {
+                    isometer_store::StoreError::Corrupt(format!(
+                        "manifest {}: {e}",
+                        m.manifest_id
+                    ))
+                })?;
+            attempts.push(AttemptSummary {
+                attempt: m.attempt,
+                outcome: m.outcome,
+                exit_code: None,
+                usage: signed.manifest.usage,
+                cost: signed.manifest.cost,
+                policy_id: m.policy_id.clone(),
+                stderr: String::from_utf8_lossy(&m.logs).into_owned(),
+                detail: None,
+                manifest_digest: m.digest.clone(),
+                manifest: signed,
+            });
+        }
+        let last = manifests.last();
+        let output = if task.control.fallback {
+            last.and_then(|m| {
+                let tier = plan.loaded.config.tenant(&task.tenant_id)?.tier.clone();
+                match &plan.loaded.config.policy_for(&task.tool_id, &tier)?.fallback {
+                    Fallback::Static(body) => serde_json::from_str(body).ok(),
+                    Fallback::None => None,
+                }
+                .filter(|_| !m.policy_id.is_empty())
+            })
+            .unwrap_or(serde_json::Value::Null)
+        } else {
+            match (last, attempts.last()) {
+                (Some(m), Some(a)) if !a.manifest.manifest.output_withheld => output_value(&m.output),
+                _ => serde_json::Value::Null,
+            }
+        };
+        let approval = attempts
+            .last()
+            .and_then(|a| a.manifest.manifest.approval_id.as_deref())
+            .and_then(|id| self.approvals.get(id))
+            .map(|a| ApprovalTicket::from(&a));
+        Ok(Some(TaskResponse {
+            trace_id: last.map_or_else(|| task.task_id.clone(), |m| m.trace_id.clone()),
+            task_id: task.task_id,
+            tenant_id: task.tenant_id,
+            tool_id: task.tool_id,
+            use_case: task.use_case,
+            run_id: task.run_id,
+            run_class: task.run_class,
+            outcome: task.outcome,
+            output,
+            attempts,
+            total_cost: task.total_cost,
+            currency: plan
+                .tenant_and_card()
+                .map(|(_, card)| card.currency.clone())
+                .unwrap_or_default(),
+            approval,
+            fallback: task.control.fallback,
+            retry_stop: task.control.retry_stop,
+            cap: task.control.cap.map(|cap| CapTicket {
+                cap,
+                until: None,
+                avoided_cost: task.control.avoided_cost,
+            }),
+            retry_after_s: None,
+            repeated: true,
+        }))
+    }
+
+    /// Records a task's attempts (events, the task record, the manifests in one spool
+    /// record) and answers it. `fallback`: the policy's fallback answer, when it applies.
     async fn finish(
         &self,
         plan: AttemptPlan,
-        sealed: SealedAttempt,
+        attempts: Vec<SealedAttempt>,
+        control: TaskControl,
+        fallback: Option<serde_json::Value>,
     ) -> Result<TaskResponse, GatewayError> {
         // The plan's names move into the answer; its version stays alive for the lookups.
         let loaded = plan.loaded.clone();
         let (tenant, card) = loaded.tenant_and_card(&plan.tenant_id)?;
-        let manifest = &sealed.signed.manifest;
-        let event = UsageEvent {
-            event_id: event_id(&plan.task_id, plan.attempt),
-            time: sealed.started,
-            tenant_id: tenant.id.clone(),
-            tier: tenant.tier.clone(),
-            use_case: plan.use_case.clone(),
-            tool_id: plan.tool_id.clone(),
-            task_id: plan.task_id.clone(),
-            run_id: plan.run_id.clone(),
-            run_class: plan.run_class,
-            attempt: plan.attempt,
-            outcome: sealed.report.outcome,
-            exit_code: sealed.report.exit_code,
-            usage: sealed.report.usage,
-            policy_version: plan.loaded.config.version.clone(),
-            verdict: manifest.verdict,
-            evidence_complete: sealed.ran && manifest.missing_fields.is_empty(),
-            confidence: plan.confidence,
-            policy_id: manifest.policy_id.clone(),
-            artifact_hash: manifest.artifact_hash.clone(),
-            rate_card_version: card.version.clone(),
-            cost: manifest.cost,
+        let (Some(first), Some(last)) = (attempts.first(), attempts.last()) else {
+            return Err(GatewayError::InvalidRequest(format!(
+                "task `{}` ended without an attempt",
+                plan.task_id
+            )));
         };
+        let total_cost: Money = attempts.iter().map(|a| a.signed.manifest.cost).sum();
+        let mut events = Vec::with_capacity(attempts.len());
+        let mut evidence = Vec::with_capacity(attempts.len());
+        for sealed in &attempts {
+            let manifest = &sealed.signed.manifest;
+            let id = event_id(&plan.task_id, manifest.attempt);
+            events.push(UsageEvent {
+                event_id: id.clone(),
+                time: sealed.started,
+                tenant_id: tenant.id.clone(),
+                tier: tenant.tier.clone(),
+                use_case: plan.use_case.clone(),
+                tool_id: plan.tool_id.clone(),
+                task_id: plan.task_id.clone(),
+                run_id: plan.run_id.clone(),
+                run_class: plan.run_class,
+                attempt: manifest.attempt,
+                outcome: sealed.report.outcome,
+                exit_code: sealed.report.exit_code,
+                usage: sealed.report.usage,
+                policy_version: plan.loaded.config.version.clone(),
+                verdict: manifest.verdict,
+                evidence_complete: sealed.ran && manifest.missing_fields.is_empty(),
+                confidence: plan.confidence,
+                policy_id: manifest.policy_id.clone(),
+                artifact_hash: manifest.artifact_hash.clone(),
+                rate_card_version: card.version.clone(),
+                cost: manifest.cost,
+            });
+            evidence.push(ManifestRecord {
+                manifest_id: id,
+                started: sealed.started,
+                trace_id: plan.trace_id.clone(),
+                task_id: plan.task_id.clone(),
+                attempt: manifest.attempt,
+                tenant_id: tenant.id.clone(),
+                tool_id: plan.tool_id.clone(),
+                policy_id: manifest.policy_id.clone(),
+                policy_version: plan.loaded.config.version.clone(),
+                outcome: manifest.outcome,
+                verdict: manifest.verdict,
+                key_id: sealed.signed.key_id.clone(),
+                digest: sealed.digest.clone(),
+                signed: serde_json::to_string(&sealed.signed)
+                    .map_err(isometer_evidence::EncodeError::from)?,
+                input: plan.input.clone(),
+                output: sealed.report.stdout.clone(),
+                logs: sealed.report.stderr.clone(),
+            });
+        }
         let record = TaskRecord {
             task_id: plan.task_id.clone(),
-            submitted: sealed.started,
-            finished: sealed.finished,
+            submitted: first.started,
+            finished: last.finished,
             tenant_id: tenant.id.clone(),
             tier: tenant.tier.clone(),
             use_case: plan.use_case.clone(),
             tool_id: plan.tool_id.clone(),
             run_id: plan.run_id.clone(),
             run_class: plan.run_class,
-            outcome: sealed.report.outcome,
-            attempts: 1,
-            total_cost: manifest.cost,
-        };
-        let evidence = ManifestRecord {
-            manifest_id: event_id(&plan.task_id, plan.attempt),
-            started: sealed.started,
-            trace_id: plan.trace_id.clone(),
-            task_id: plan.task_id.clone(),
-            attempt: plan.attempt,
-            tenant_id: tenant.id.clone(),
-            tool_id: plan.tool_id.clone(),
-            policy_id: manifest.policy_id.clone(),
-            policy_version: plan.loaded.config.version.clone(),
-            outcome: manifest.outcome,
-            verdict: manifest.verdict,
-            key_id: sealed.signed.key_id.clone(),
-            digest: sealed.digest.clone(),
-            signed: serde_json::to_string(&sealed.signed)
-                .map_err(isometer_evidence::EncodeError::from)?,
-            input: plan.input.clone(),
-            output: sealed.report.stdout.clone(),
-            logs: sealed.report.stderr.clone(),
+            outcome: last.report.outcome,
+            attempts: u16::try_from(attempts.len()).unwrap_or(u16::MAX),
+            total_cost,
+            control: control.clone(),
         };
         self.writer
-            .record_with_evidence(vec![event], record, vec![evidence])
+            .record_with_evidence(events, record, evidence)
             .await?;
 
-        let output = if manifest.output_withheld {
-            serde_json::Value::Null
-        } else {
-            output_value(&sealed.report.stdout)
+        let outcome = last.report.outcome;
+        let output = match fallback {
+            Some(body) => body,
+            None if last.signed.manifest.output_withheld => serde_json::Value::Null,
+            None => output_value(&last.report.stdout),
         };
-        let cost = manifest.cost;
         Ok(TaskResponse {
             task_id: plan.task_id,
             trace_id: plan.trace_id,
@@ -357,27 +731,39 @@ impl Gateway {
             use_case: plan.use_case,
             run_id: plan.run_id,
             run_class: plan.run_class,
-            outcome: sealed.report.outcome,
+            outcome,
             output,
-            attempts: vec![AttemptSummary {
-                attempt: plan.attempt,
-                outcome: sealed.report.outcome,
-                exit_code: sealed.report.exit_code,
-                usage: sealed.report.usage,
-                cost,
-                policy_id: sealed.signed.manifest.policy_id.clone(),
-                stderr: String::from_utf8_lossy(&sealed.report.stderr).into_owned(),
-                detail: sealed.report.detail,
-                manifest_digest: sealed.digest,
-                manifest: sealed.signed,
-            }],
-            total_cost: cost,
+            attempts: attempts
+                .into_iter()
+                .map(|sealed| AttemptSummary {
+                    attempt: sealed.signed.manifest.attempt,
+                    outcome: sealed.report.outcome,
+                    exit_code: sealed.report.exit_code,
+                    usage: sealed.report.usage,
+                    cost: sealed.signed.manifest.cost,
+                    policy_id: sealed.signed.manifest.policy_id.clone(),
+                    stderr: String::from_utf8_lossy(&sealed.report.stderr).into_owned(),
+                    detail: sealed.report.detail,
+                    manifest_digest: sealed.digest,
+                    manifest: sealed.signed,
+                })
+                .collect(),
+            total_cost,
             currency: card.currency.clone(),
             approval: plan
                 .approval_id
                 .as_deref()
                 .and_then(|id| self.approvals.get(id))
                 .map(|a| ApprovalTicket::from(&a)),
+            fallback: control.fallback,
+            retry_stop: control.retry_stop,
+            cap: control.cap.map(|cap| CapTicket {
+                cap,
+                until: None,
+                avoided_cost: control.avoided_cost,
+            }),
+            retry_after_s: None,
+            repeated: false,
         })
     }
 
@@ -389,6 +775,7 @@ impl Gateway {
         if loaded.config.tenant(&request.tenant_id).is_none() {
             return Err(GatewayError::UnknownTenant(request.tenant_id));
         }
+        let keyed = request.task_id.is_some();
         let task_id = match request.task_id {
             Some(id) => validated_id("task_id", id)?,
             // A random (v4) id from the thread's generator: no system call per task.
@@ -432,6 +819,7 @@ impl Gateway {
             confidence: request.confidence,
             input,
             approval_id: None,
+            keyed,
             loaded,
         })
     }
@@ -855,13 +1243,20 @@ impl Gateway {
             confidence: None,
             input: approval.input.clone(),
             approval_id: Some(approval.approval_id.clone()),
+            keyed: true,
             loaded: self.loaded(),
         };
         let report = ExecutionReport::not_run(outcome, detail);
         let sealed = self
             .seal(&plan, report, None, self.clock.now(), Vec::new())
             .await?;
-        self.finish(plan, sealed).await.map(|_| ())
+        let (tenant, task) = (plan.tenant_id.clone(), plan.task_id.clone());
+        let response = self
+            .finish(plan, vec![sealed], TaskControl::default(), None)
+            .await?;
+        // A later submission of the task id gets this answer: the task will never run.
+        self.idempotency.store(&tenant, &task, Arc::new(response));
+        Ok(())
     }
 }
 
@@ -884,6 +1279,19 @@ fn waiting(plan: &AttemptPlan, approval: &Approval) -> TaskResponse {
             .map(|(_, card)| card.currency.clone())
             .unwrap_or_default(),
         approval: Some(ApprovalTicket::from(approval)),
+        fallback: false,
+        retry_stop: None,
+        cap: None,
+        retry_after_s: None,
+        repeated: false,
+    }
+}
+
+/// A stored answer, marked as such.
+fn repeated(answer: &TaskResponse) -> TaskResponse {
+    TaskResponse {
+        repeated: true,
+        ..answer.clone()
     }
 }
 
@@ -903,6 +1311,8 @@ pub struct AttemptPlan {
     pub input: Vec<u8>,
     /// The approval a destructive tool's task runs under.
     pub approval_id: Option<String>,
+    /// The caller chose the task id: it runs once, whatever is submitted again.
+    pub keyed: bool,
     /// The configuration version the task runs under.
     loaded: Arc<Loaded>,
 }

@@ -1,6 +1,6 @@
 //! The request and the answer of one task, as the API speaks them.
 
-use isometer_core::{Money, Outcome, RunClass, Usage};
+use isometer_core::{LoopCap, Money, Outcome, RetryStop, RunClass, Usage};
 use isometer_evidence::SignedManifest;
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +55,45 @@ pub struct TaskResponse {
     /// For a destructive tool's task: the approval it waits for or ran under.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<crate::ApprovalTicket>,
+    /// The output is the policy's fallback; the outcome stays the last attempt's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fallback: bool,
+    /// Why no further attempt ran although the policy retries the last one's outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_stop: Option<RetryStop>,
+    /// For a `capped` task: the loop cap that answered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap: Option<CapTicket>,
+    /// For a `throttled` task: when to submit it again (the same task id may be reused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<u64>,
+    /// The task id was submitted before: this is its stored answer, and nothing ran now.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repeated: bool,
+}
+
+/// The loop cap that answered a task.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CapTicket {
+    pub cap: LoopCap,
+    /// When the run may go on (unless an operator resets it first); absent in a stored
+    /// answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// What running the task would have cost: the run's recent cost per task.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub avoided_cost: Money,
+}
+
+impl TaskResponse {
+    /// Whether this answer is the task's last word: everything but a refusal for load and
+    /// a wait for an approval, after which the same task id may come again.
+    pub fn is_final(&self) -> bool {
+        !matches!(
+            self.outcome,
+            Outcome::Throttled | Outcome::ApprovalRequired
+        ) || (self.outcome == Outcome::ApprovalRequired && !self.attempts.is_empty())
+    }
 }
 
 /// One attempt of a task.

@@ -56,6 +56,8 @@ pub struct Runtime {
     _ticker: EpochTicker,
     fuel_metering: bool,
     max_module_bytes: u64,
+    /// Attempts the pool holds at once.
+    max_in_flight: u32,
     /// Loaded artifacts by sha256: loading the same bytes twice compiles once.
     artifacts: Mutex<HashMap<String, Artifact>>,
     compiled: Option<CompiledCache>,
@@ -186,9 +188,15 @@ impl Runtime {
             linker,
             fuel_metering: options.fuel_metering,
             max_module_bytes: options.max_module_bytes,
+            max_in_flight: options.max_in_flight,
             artifacts: Mutex::default(),
             compiled,
         })
+    }
+
+    /// Attempts the pool holds at once; one more is `throttled`.
+    pub fn max_in_flight(&self) -> u32 {
+        self.max_in_flight
     }
 
     /// Compiles and links a module given as wasm binary or WAT text, or finds it already

@@ -1,8 +1,8 @@
 //! Read queries for the dashboard, the API and tests.
 
 use crate::error::StoreError;
-use crate::rows::{EventRow, ManifestRecord, ManifestRow, Shipped, money_from_i128};
-use isometer_core::{Money, UsageEvent};
+use crate::rows::{EventRow, ManifestRecord, ManifestRow, Shipped, TaskRow, money_from_i128};
+use isometer_core::{Money, TaskRecord, UsageEvent};
 use serde::Deserialize;
 
 /// Task counts and cost of one tenant.
@@ -164,7 +164,6 @@ impl crate::Store {
         Ok(())
     }
 
-    /// Attempts per outcome, most frequent first.
     /// Every attempt's manifest recorded under `trace_id`, by task and attempt.
     pub async fn manifests_by_trace(
         &self,
@@ -189,11 +188,72 @@ impl crate::Store {
             .collect()
     }
 
+    /// Attempts per outcome, most frequent first.
     pub async fn outcome_counts(&self) -> Result<Vec<OutcomeCount>, StoreError> {
         Ok(self
             .client
             .query("SELECT outcome, count() AS attempts FROM usage_events GROUP BY outcome ORDER BY attempts DESC, outcome")
             .fetch_all()
+            .await?)
+    }
+
+    /// A tenant's task as recorded, with every attempt's manifest in attempt order; `None`
+    /// when ClickHouse has no such task.
+    pub async fn recorded_task(
+        &self,
+        tenant_id: &str,
+        task_id: &str,
+    ) -> Result<Option<(TaskRecord, Vec<ManifestRecord>)>, StoreError> {
+        let task: Option<TaskRow> = self
+            .client
+            .query("SELECT ?fields FROM tasks WHERE tenant_id = ? AND task_id = ? LIMIT 1")
+            .bind(tenant_id)
+            .bind(task_id)
+            .fetch_optional()
+            .await?;
+        let Some(task) = task else {
+            return Ok(None);
+        };
+        let rows: Vec<ManifestRow> = self
+            .client
+            .query(
+                "SELECT manifest_id, manifest_date, started_ms, trace_id, task_id, attempt, \
+                 tenant_id, tool_id, policy_id, policy_version, outcome, verdict, key_id, digest, \
+                 signed, input, output, logs, batch_id \
+                 FROM manifests WHERE tenant_id = ? AND task_id = ? ORDER BY attempt",
+            )
+            .bind(tenant_id)
+            .bind(task_id)
+            .fetch_all()
+            .await?;
+        let mut seen = std::collections::HashSet::new();
+        let manifests = rows
+            .into_iter()
+            .filter(|r| seen.insert(r.key().to_owned()))
+            .map(ManifestRecord::try_from)
+            .collect::<Result<_, _>>()?;
+        Ok(Some((task.into_record()?, manifests)))
+    }
+
+    /// The (tenant, task id) of every task submitted since `since`, at most `limit` of
+    /// them, newest first.
+    pub async fn task_keys_since(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        limit: u64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let since_ms = u64::try_from(since.timestamp_millis()).unwrap_or(0);
+        Ok(self
+            .client
+            .query(
+                "SELECT tenant_id, task_id FROM tasks \
+                 WHERE submitted_date >= toDate(toDateTime(intDiv(?, 1000))) AND submitted_ms >= ? \
+                 ORDER BY submitted_ms DESC LIMIT ?",
+            )
+            .bind(since_ms)
+            .bind(since_ms)
+            .bind(limit)
+            .fetch_all::<(String, String)>()
             .await?)
     }
 

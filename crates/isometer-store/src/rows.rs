@@ -3,7 +3,9 @@
 
 use crate::error::StoreError;
 use chrono::{DateTime, NaiveDate, Utc};
-use isometer_core::{Money, Outcome, RunClass, TaskRecord, Usage, UsageEvent, Verdict};
+use isometer_core::{
+    Money, Outcome, RunClass, TaskControl, TaskRecord, Usage, UsageEvent, Verdict,
+};
 use serde::{Deserialize, Serialize};
 
 /// Decimal places of every money column.
@@ -192,6 +194,76 @@ pub(crate) struct TaskRow {
     total_cost: i128,
     /// Set by the shipper, as for events.
     pub(crate) batch_id: u64,
+    retry_stop: String,
+    fallback: u8,
+    cap: String,
+    avoided_cost: i128,
+}
+
+/// A task row as spool payload formats 1 and 2 wrote it, before the gateway's controls.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TaskRowV2 {
+    task_id: String,
+    submitted_date: u16,
+    submitted_ms: u64,
+    finished_ms: u64,
+    tenant_id: String,
+    tier: String,
+    use_case: String,
+    tool_id: String,
+    run_id: String,
+    run_class: String,
+    outcome: String,
+    attempts: u16,
+    total_cost: i128,
+    batch_id: u64,
+}
+
+#[cfg(test)]
+impl From<&TaskRow> for TaskRowV2 {
+    fn from(r: &TaskRow) -> Self {
+        TaskRowV2 {
+            task_id: r.task_id.clone(),
+            submitted_date: r.submitted_date,
+            submitted_ms: r.submitted_ms,
+            finished_ms: r.finished_ms,
+            tenant_id: r.tenant_id.clone(),
+            tier: r.tier.clone(),
+            use_case: r.use_case.clone(),
+            tool_id: r.tool_id.clone(),
+            run_id: r.run_id.clone(),
+            run_class: r.run_class.clone(),
+            outcome: r.outcome.clone(),
+            attempts: r.attempts,
+            total_cost: r.total_cost,
+            batch_id: r.batch_id,
+        }
+    }
+}
+
+impl From<TaskRowV2> for TaskRow {
+    fn from(r: TaskRowV2) -> Self {
+        TaskRow {
+            task_id: r.task_id,
+            submitted_date: r.submitted_date,
+            submitted_ms: r.submitted_ms,
+            finished_ms: r.finished_ms,
+            tenant_id: r.tenant_id,
+            tier: r.tier,
+            use_case: r.use_case,
+            tool_id: r.tool_id,
+            run_id: r.run_id,
+            run_class: r.run_class,
+            outcome: r.outcome,
+            attempts: r.attempts,
+            total_cost: r.total_cost,
+            batch_id: r.batch_id,
+            retry_stop: String::new(),
+            fallback: 0,
+            cap: String::new(),
+            avoided_cost: 0,
+        }
+    }
 }
 
 impl TryFrom<&TaskRecord> for TaskRow {
@@ -213,6 +285,56 @@ impl TryFrom<&TaskRecord> for TaskRow {
             attempts: t.attempts,
             total_cost: money_to_i128(t.total_cost)?,
             batch_id: 0,
+            retry_stop: t
+                .control
+                .retry_stop
+                .map(|r| r.as_str().to_owned())
+                .unwrap_or_default(),
+            fallback: u8::from(t.control.fallback),
+            cap: t
+                .control
+                .cap
+                .map(|c| c.as_str().to_owned())
+                .unwrap_or_default(),
+            avoided_cost: money_to_i128(t.control.avoided_cost)?,
+        })
+    }
+}
+
+impl TaskRow {
+    pub(crate) fn into_record(self) -> Result<TaskRecord, StoreError> {
+        let corrupt = |column: &str, e: String| StoreError::Corrupt(format!("tasks.{column}: {e}"));
+        Ok(TaskRecord {
+            outcome: self
+                .outcome
+                .parse::<Outcome>()
+                .map_err(|e| corrupt("outcome", e.to_string()))?,
+            run_class: self
+                .run_class
+                .parse::<RunClass>()
+                .map_err(|e| corrupt("run_class", e))?,
+            task_id: self.task_id,
+            submitted: from_millis(self.submitted_ms),
+            finished: from_millis(self.finished_ms),
+            tenant_id: self.tenant_id,
+            tier: self.tier,
+            use_case: self.use_case,
+            tool_id: self.tool_id,
+            run_id: self.run_id,
+            attempts: self.attempts,
+            total_cost: money_from_i128(self.total_cost)?,
+            control: TaskControl {
+                retry_stop: match self.retry_stop.as_str() {
+                    "" => None,
+                    word => Some(word.parse().map_err(|e| corrupt("retry_stop", e))?),
+                },
+                fallback: self.fallback != 0,
+                cap: match self.cap.as_str() {
+                    "" => None,
+                    word => Some(word.parse().map_err(|e| corrupt("cap", e))?),
+                },
+                avoided_cost: money_from_i128(self.avoided_cost)?,
+            },
         })
     }
 }

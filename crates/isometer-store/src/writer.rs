@@ -15,7 +15,7 @@
 
 use crate::Store;
 use crate::error::StoreError;
-use crate::rows::{EventRow, ManifestRecord, ManifestRow, Shipped, TaskRow};
+use crate::rows::{EventRow, ManifestRecord, ManifestRow, Shipped, TaskRow, TaskRowV2};
 use crate::spool::{Spool, SpoolError, SpoolOptions, SpoolReader, SpoolRecord, SpoolStatus};
 use clickhouse::Client;
 use isometer_core::{TaskRecord, UsageEvent};
@@ -274,8 +274,9 @@ pub fn spool_status(dir: &Path) -> Result<SpoolStatus, StoreError> {
 
 /// The layout of a spool record's payload: a byte naming it, then the rows (postcard).
 /// A new row layout takes a new number, so records written before it still decode.
-/// Format 1: (events, task). Format 2: (events, task, manifests).
-const PAYLOAD_FORMAT: u8 = 2;
+/// Format 1: (events, task). Format 2: (events, task, manifests). Format 3: the task row
+/// carries the gateway's controls (retry stop, fallback, loop cap, avoided cost).
+const PAYLOAD_FORMAT: u8 = 3;
 
 /// A task's rows as one spool record.
 fn encode_task(
@@ -304,8 +305,11 @@ fn decode_task(record: &SpoolRecord) -> Result<TaskRows, StoreError> {
     };
     match record.payload.split_first() {
         Some((&PAYLOAD_FORMAT, rows)) => postcard::from_bytes(rows).map_err(undecodable),
+        Some((2, rows)) => postcard::from_bytes(rows)
+            .map(|(events, task, manifests): (_, TaskRowV2, _)| (events, task.into(), manifests))
+            .map_err(undecodable),
         Some((1, rows)) => postcard::from_bytes(rows)
-            .map(|(events, task)| (events, task, Vec::new()))
+            .map(|(events, task): (_, TaskRowV2)| (events, task.into(), Vec::new()))
             .map_err(undecodable),
         Some((format, _)) => Err(StoreError::Corrupt(format!(
             "spool record {} has payload format {format}; this isometer reads formats 1 to {PAYLOAD_FORMAT}",
@@ -751,6 +755,7 @@ mod tests {
             outcome: Outcome::Success,
             attempts: 1,
             total_cost: "0.5".parse().expect("decimal"),
+            control: isometer_core::TaskControl::default(),
         }
     }
 
@@ -764,12 +769,18 @@ mod tests {
     }
 
     #[test]
-    fn records_of_the_previous_payload_format_still_decode() {
-        let mut old = vec![1u8];
-        let rows: (Vec<EventRow>, TaskRow) = (Vec::new(), TaskRow::try_from(&task()).expect("row"));
-        postcard::to_io(&rows, &mut old).expect("encoded");
-        let (events, task_row, manifests) = decode_task(&record(old)).expect("decodes");
+    fn records_of_the_previous_payload_formats_still_decode() {
+        let old_row = TaskRowV2::from(&TaskRow::try_from(&task()).expect("row"));
+        let mut format1 = vec![1u8];
+        let rows: (Vec<EventRow>, TaskRowV2) = (Vec::new(), old_row.clone());
+        postcard::to_io(&rows, &mut format1).expect("encoded");
+        let (events, task_row, manifests) = decode_task(&record(format1)).expect("decodes");
         assert!(events.is_empty() && manifests.is_empty());
+        assert_eq!(task_row.key(), "t1");
+        let mut format2 = vec![2u8];
+        let rows: (Vec<EventRow>, TaskRowV2, Vec<ManifestRow>) = (Vec::new(), old_row, Vec::new());
+        postcard::to_io(&rows, &mut format2).expect("encoded");
+        let (_, task_row, _) = decode_task(&record(format2)).expect("decodes");
         assert_eq!(task_row.key(), "t1");
 
         let manifest = ManifestRecord {
