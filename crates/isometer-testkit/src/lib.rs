@@ -38,7 +38,12 @@ pub fn workspace_root() -> PathBuf {
 /// as the test process.
 pub fn signer() -> isometer_evidence::BatchSigner {
     static KEYS: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let dir = KEYS.get_or_init(|| tempfile::tempdir().expect("a temporary directory"));
+    // The key is created once, before any test can read a half-written file.
+    let dir = KEYS.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        isometer_evidence::EvidenceKey::load_or_create(dir.path()).expect("evidence key");
+        dir
+    });
     let key = isometer_evidence::EvidenceKey::load_or_create(dir.path()).expect("evidence key");
     isometer_evidence::BatchSigner::new(key).expect("signer thread")
 }

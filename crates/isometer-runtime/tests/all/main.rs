@@ -77,9 +77,12 @@ async fn cpu_time_follows_a_busy_guest() {
     .await;
     assert_eq!(report.outcome, Outcome::FuelExhausted);
     let (cpu, wall) = (report.usage.cpu_time_us, report.usage.wall_time_us);
-    // A guest that only computes spends its wall time on the CPU.
+    // A guest that only computes is metered the CPU time of its work: 200 million units
+    // of fuel take well over 20 ms of CPU on any machine, however busy the other cores
+    // are (contention stretches the wall time, not the CPU time), and never more CPU than
+    // wall time.
     assert!(
-        cpu * 10 >= wall * 7 && cpu <= wall + 1_000,
+        cpu >= 20_000 && cpu <= wall + 1_000,
         "cpu {cpu} µs, wall {wall} µs"
     );
 }
