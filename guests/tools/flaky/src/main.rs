@@ -1,7 +1,8 @@
 //! Behaves like an unreliable upstream: fails for a configured share of seeds.
 //!
-//! Input: `{"seed": 42, "fail_percent": 20}`. The same seed always gives the same answer,
-//! so tests and the demo are reproducible.
+//! Input: `{"seed": 42, "fail_percent": 20}`. The same seed and attempt always give the
+//! same answer, so tests and the demo are reproducible; a retry (the next attempt) rolls
+//! again.
 
 use isometer_guest::{ToolError, Value, json, u64_field};
 
@@ -12,7 +13,14 @@ fn main() {
 fn call(input: Value) -> Result<Value, ToolError> {
     let seed = u64_field(&input, "seed", 0)?;
     let fail_percent = u64_field(&input, "fail_percent", 20)?;
-    let roll = mix(seed) % 100;
+    // Each attempt of a task rolls anew, as a retried call to a flaky upstream would.
+    let attempt = isometer_guest::context()["attempt"].as_u64().unwrap_or(1);
+    let key = if attempt <= 1 {
+        seed
+    } else {
+        seed ^ attempt.rotate_left(32)
+    };
+    let roll = mix(key) % 100;
     if roll < fail_percent {
         return Err(ToolError(format!(
             "upstream unavailable (roll {roll} < {fail_percent})"
