@@ -233,7 +233,11 @@ impl RunState {
         if self.recent.is_empty() {
             return Money::ZERO;
         }
-        self.recent.iter().sum::<Money>() / Money::from(self.recent.len())
+        // Rounded as rated costs are (12 places, half away from zero).
+        (self.recent.iter().sum::<Money>() / Money::from(self.recent.len())).round_dp_with_strategy(
+            12,
+            rust_decimal::RoundingStrategy::MidpointAwayFromZero,
+        )
     }
 
     fn status(&self, tenant_id: &str, run_id: &str, now: DateTime<Utc>) -> RunCapStatus {

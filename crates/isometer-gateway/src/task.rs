@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskRequest {
+    /// Over HTTP, the API key's tenant when absent.
+    #[serde(default)]
     pub tenant_id: String,
     pub tool_id: String,
     /// The tool's input; written to its stdin as JSON.

@@ -1,6 +1,7 @@
 //! Egress through the allowlist gateway: real guests in wasmtime, real HTTP on loopback.
 
 mod submit;
+mod traffic;
 
 use isometer_core::Outcome;
 use isometer_gateway::AllowlistEgress;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 /// The shipped configuration plus `send-email` for the standard tier, allowed to POST to
 /// `upstream` only.
-fn config(upstream: &Upstream) -> Config {
+pub(crate) fn config(upstream: &Upstream) -> Config {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
     let mut config = Config::load(&dir).expect("shipped config");
     for tool in &mut config.tools {
