@@ -12,6 +12,8 @@ struct Served {
     child: Child,
     base: String,
     data: tempfile::TempDir,
+    /// An admin API key, created before the server started.
+    admin: String,
 }
 
 impl Drop for Served {
@@ -27,6 +29,21 @@ fn serve() -> Served {
 
 fn serve_with(config: &std::path::Path) -> Served {
     let data = tempfile::tempdir().expect("tempdir");
+    let created = crate::isometer()
+        .arg("--config")
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["keys", "create", "--role", "admin"])
+        .output()
+        .expect("keys create runs");
+    assert!(created.status.success(), "{created:?}");
+    let admin = String::from_utf8_lossy(&created.stdout)
+        .lines()
+        .last()
+        .expect("the key on the last line")
+        .trim()
+        .to_owned();
     let mut child = crate::isometer()
         .arg("--config")
         .arg(config)
@@ -50,7 +67,12 @@ fn serve_with(config: &std::path::Path) -> Served {
         }
     }
     let base = base.expect("isometer serve announced its address");
-    Served { child, base, data }
+    Served {
+        child,
+        base,
+        data,
+        admin,
+    }
 }
 
 #[tokio::test]
@@ -70,6 +92,7 @@ async fn tasks_over_http_show_on_the_dashboard() {
     for tenant in ["acme", "globex", "initech"] {
         let response = http
             .post(format!("{}/v1/tasks", served.base))
+            .bearer_auth(&served.admin)
             .json(&json!({"tenant_id": tenant, "tool_id": "json-transform", "input": {"records": [{"a": 1}, {"a": 2}], "sum": "a"}}))
             .send()
             .await
@@ -188,6 +211,7 @@ async fn sighup_reloads_the_configuration_and_keeps_it_when_the_new_one_is_inval
     );
     let response = http
         .post(format!("{}/v1/tasks", served.base))
+        .bearer_auth(&served.admin)
         .json(&json!({"tenant_id": "initech", "tool_id": "summarize", "input": {"text": "One."}}))
         .send()
         .await

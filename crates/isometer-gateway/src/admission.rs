@@ -192,8 +192,7 @@ impl Admission {
             receiver,
             done: false,
         };
-        let granted =
-            tokio::time::timeout(self.shared.options.max_wait, &mut wait.receiver).await;
+        let granted = tokio::time::timeout(self.shared.options.max_wait, &mut wait.receiver).await;
         wait.done = true;
         match granted {
             Ok(Ok(())) => Ok(self.permit(tenant.clone())),
@@ -366,7 +365,11 @@ mod tests {
         assert_eq!(admission.status().waiting, 1);
         let refused = admission.admit("a", &tier).await.expect_err("queue full");
         assert!(refused.retry_after >= Duration::from_secs(1), "{refused:?}");
-        assert!(refused.reason.contains("1 tasks waiting"), "{}", refused.reason);
+        assert!(
+            refused.reason.contains("1 tasks waiting"),
+            "{}",
+            refused.reason
+        );
         // Another tenant is not held up by a's queue.
         let _other = admission.admit("b", &tier).await.expect("other tenant");
         drop(a);
@@ -422,7 +425,10 @@ mod tests {
         // While both are queued, heavy gets three slots for each of light's.
         let first: Vec<&&str> = order.iter().take(80).collect();
         let heavy_share = first.iter().filter(|t| ***t == "heavy").count();
-        assert!((58..=62).contains(&heavy_share), "heavy got {heavy_share} of 80");
+        assert!(
+            (58..=62).contains(&heavy_share),
+            "heavy got {heavy_share} of 80"
+        );
     }
 
     /// Polls a future once: `Some` if it finished.

@@ -87,7 +87,12 @@ impl LoopCapper {
     }
 
     /// The run's spend gate.
-    pub(crate) async fn gate(&self, tenant_id: &str, run_id: &str, now: DateTime<Utc>) -> SpendGate {
+    pub(crate) async fn gate(
+        &self,
+        tenant_id: &str,
+        run_id: &str,
+        now: DateTime<Utc>,
+    ) -> SpendGate {
         let gate = {
             let mut runs = self.lock();
             runs.entry((tenant_id.to_owned(), run_id.to_owned()))
@@ -100,7 +105,12 @@ impl LoopCapper {
 
     /// Checks `task` against `caps` and counts it when it may run. A task that trips a cap
     /// caps the run for the window.
-    pub(crate) fn check(&self, task: &CapInput<'_>, caps: &LoopCaps, now: DateTime<Utc>) -> CapCheck {
+    pub(crate) fn check(
+        &self,
+        task: &CapInput<'_>,
+        caps: &LoopCaps,
+        now: DateTime<Utc>,
+    ) -> CapCheck {
         let mut runs = self.lock();
         if runs.len() > SWEEP_ABOVE {
             runs.retain(|_, run| run.is_live(now) || Arc::strong_count(&run.gate) > 1);
@@ -179,7 +189,12 @@ impl LoopCapper {
     }
 
     /// Lifts a run's cap and forgets its history. `None` when the run is not tracked.
-    pub(crate) fn reset(&self, tenant_id: &str, run_id: &str, now: DateTime<Utc>) -> Option<RunCapStatus> {
+    pub(crate) fn reset(
+        &self,
+        tenant_id: &str,
+        run_id: &str,
+        now: DateTime<Utc>,
+    ) -> Option<RunCapStatus> {
         let mut runs = self.lock();
         let run = runs.get_mut(&(tenant_id.to_owned(), run_id.to_owned()))?;
         let before = run.status(tenant_id, run_id, now);
@@ -187,7 +202,12 @@ impl LoopCapper {
         Some(before)
     }
 
-    pub(crate) fn status(&self, tenant_id: &str, run_id: &str, now: DateTime<Utc>) -> Option<RunCapStatus> {
+    pub(crate) fn status(
+        &self,
+        tenant_id: &str,
+        run_id: &str,
+        now: DateTime<Utc>,
+    ) -> Option<RunCapStatus> {
         let runs = self.lock();
         runs.get(&(tenant_id.to_owned(), run_id.to_owned()))
             .map(|run| run.status(tenant_id, run_id, now))
@@ -234,10 +254,8 @@ impl RunState {
             return Money::ZERO;
         }
         // Rounded as rated costs are (12 places, half away from zero).
-        (self.recent.iter().sum::<Money>() / Money::from(self.recent.len())).round_dp_with_strategy(
-            12,
-            rust_decimal::RoundingStrategy::MidpointAwayFromZero,
-        )
+        (self.recent.iter().sum::<Money>() / Money::from(self.recent.len()))
+            .round_dp_with_strategy(12, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
     }
 
     fn status(&self, tenant_id: &str, run_id: &str, now: DateTime<Utc>) -> RunCapStatus {
@@ -290,7 +308,10 @@ mod tests {
     fn a_streak_of_low_confidence_caps_the_run_until_the_window_passes() {
         let capper = LoopCapper::default();
         for (i, input) in ["a", "b", "c"].into_iter().enumerate() {
-            assert_eq!(capper.check(&task(input, Some(0.1)), &caps(), t(i as i64)), CapCheck::Run);
+            assert_eq!(
+                capper.check(&task(input, Some(0.1)), &caps(), t(i as i64)),
+                CapCheck::Run
+            );
             capper.settle("acme", "r1", Money::new(2, 0), true);
         }
         let CapCheck::Capped(info) = capper.check(&task("d", Some(0.2)), &caps(), t(3)) else {
@@ -300,24 +321,41 @@ mod tests {
         assert_eq!(info.until, t(63));
         assert_eq!(info.avoided_cost, Money::new(2, 0));
         // Capped means capped: even a confident task does not run.
-        assert!(matches!(capper.check(&task("e", Some(0.9)), &caps(), t(10)), CapCheck::Capped(_)));
-        assert_eq!(capper.check(&task("e", Some(0.9)), &caps(), t(63)), CapCheck::Run);
+        assert!(matches!(
+            capper.check(&task("e", Some(0.9)), &caps(), t(10)),
+            CapCheck::Capped(_)
+        ));
+        assert_eq!(
+            capper.check(&task("e", Some(0.9)), &caps(), t(63)),
+            CapCheck::Run
+        );
     }
 
     #[test]
     fn a_confident_task_breaks_the_streak_and_repeats_are_counted_per_input() {
         let capper = LoopCapper::default();
         for (input, c) in [("a", 0.1), ("b", 0.1), ("c", 0.9), ("d", 0.1), ("e", 0.1)] {
-            assert_eq!(capper.check(&task(input, Some(c)), &caps(), t(0)), CapCheck::Run);
+            assert_eq!(
+                capper.check(&task(input, Some(c)), &caps(), t(0)),
+                CapCheck::Run
+            );
         }
-        assert_eq!(capper.check(&task("a", None), &caps(), t(1)), CapCheck::Run, "a twice");
+        assert_eq!(
+            capper.check(&task("a", None), &caps(), t(1)),
+            CapCheck::Run,
+            "a twice"
+        );
         let CapCheck::Capped(info) = capper.check(&task("a", None), &caps(), t(2)) else {
             panic!("a third time is capped");
         };
         assert_eq!(info.cap, LoopCap::RepeatedCall);
         let before = capper.reset("acme", "r1", t(3)).expect("tracked");
         assert!(before.capped.is_some());
-        assert_eq!(capper.check(&task("a", None), &caps(), t(4)), CapCheck::Run, "reset");
+        assert_eq!(
+            capper.check(&task("a", None), &caps(), t(4)),
+            CapCheck::Run,
+            "reset"
+        );
     }
 
     #[test]
@@ -328,11 +366,17 @@ mod tests {
             ..caps()
         };
         for i in 0..4 {
-            assert_eq!(capper.check(&task(&i.to_string(), Some(0.1)), &caps, t(i)), CapCheck::Run);
+            assert_eq!(
+                capper.check(&task(&i.to_string(), Some(0.1)), &caps, t(i)),
+                CapCheck::Run
+            );
             capper.settle("acme", "r1", Money::new(3, 0), true);
         }
         // 12 spent: a confident task still runs, a low-confidence one is capped.
-        assert_eq!(capper.check(&task("x", Some(0.8)), &caps, t(5)), CapCheck::Run);
+        assert_eq!(
+            capper.check(&task("x", Some(0.8)), &caps, t(5)),
+            CapCheck::Run
+        );
         let CapCheck::Capped(info) = capper.check(&task("y", Some(0.1)), &caps, t(6)) else {
             panic!("over the spend cap");
         };

@@ -7,10 +7,10 @@ use crate::approvals::{
 };
 use crate::budget::{BudgetStatus, RetryBudgets};
 use crate::caps::{CapCheck, CapInfo, CapInput, LoopCapper, RunCapStatus};
-use crate::idempotency::{Claim, Idempotency};
 use crate::credentials::Credentials;
 use crate::egress::{AllowlistEgress, BoundSecret, SecretValue};
 use crate::error::GatewayError;
+use crate::idempotency::{Claim, Idempotency};
 use crate::task::{AttemptSummary, CapTicket, TaskRequest, TaskResponse};
 use chrono::TimeDelta;
 use isometer_core::{
@@ -18,7 +18,9 @@ use isometer_core::{
     sha256_hex,
 };
 use isometer_evidence::{BatchSigner, EgressEntry, MANIFEST_VERSION, Manifest, PoisoningHit};
-use isometer_policy::{Config, Fallback, OnPoisoning, Policy, RateCard, SecretSource, Tenant, Tier};
+use isometer_policy::{
+    Config, Fallback, OnPoisoning, Policy, RateCard, SecretSource, Tenant, Tier,
+};
 use isometer_runtime::{Artifact, AttemptEnv, ExecutionReport, Limits, Runtime, TaskContext};
 use isometer_store::{ManifestRecord, UsageWriter};
 use std::collections::HashMap;
@@ -497,16 +499,13 @@ impl Gateway {
     }
 
     /// Records a task its run's loop cap answered, with the spend it avoided.
-    async fn capped(
-        &self,
-        plan: AttemptPlan,
-        info: CapInfo,
-    ) -> Result<TaskResponse, GatewayError> {
+    async fn capped(&self, plan: AttemptPlan, info: CapInfo) -> Result<TaskResponse, GatewayError> {
         let detail = format!(
             "run `{}` is capped ({}) until {}, or until an operator resets it",
             plan.run_id,
             info.cap,
-            info.until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            info.until
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
         let report = ExecutionReport::not_run(Outcome::Capped, detail);
         let sealed = self
@@ -548,7 +547,10 @@ impl Gateway {
 
     /// The stored answer of a task recorded in ClickHouse (by this or an earlier
     /// process), rebuilt from its record and manifests.
-    async fn recorded_answer(&self, plan: &AttemptPlan) -> Result<Option<TaskResponse>, GatewayError> {
+    async fn recorded_answer(
+        &self,
+        plan: &AttemptPlan,
+    ) -> Result<Option<TaskResponse>, GatewayError> {
         let Some((task, manifests)) = self
             .writer
             .store()
@@ -561,10 +563,7 @@ impl Gateway {
         for m in &manifests {
             let signed: isometer_evidence::SignedManifest = serde_json::from_str(&m.signed)
                 .map_err(|e| {
-                    isometer_store::StoreError::Corrupt(format!(
-                        "manifest {}: {e}",
-                        m.manifest_id
-                    ))
+                    isometer_store::StoreError::Corrupt(format!("manifest {}: {e}", m.manifest_id))
                 })?;
             attempts.push(AttemptSummary {
                 attempt: m.attempt,
@@ -583,7 +582,12 @@ impl Gateway {
         let output = if task.control.fallback {
             last.and_then(|m| {
                 let tier = plan.loaded.config.tenant(&task.tenant_id)?.tier.clone();
-                match &plan.loaded.config.policy_for(&task.tool_id, &tier)?.fallback {
+                match &plan
+                    .loaded
+                    .config
+                    .policy_for(&task.tool_id, &tier)?
+                    .fallback
+                {
                     Fallback::Static(body) => serde_json::from_str(body).ok(),
                     Fallback::None => None,
                 }
@@ -592,7 +596,9 @@ impl Gateway {
             .unwrap_or(serde_json::Value::Null)
         } else {
             match (last, attempts.last()) {
-                (Some(m), Some(a)) if !a.manifest.manifest.output_withheld => output_value(&m.output),
+                (Some(m), Some(a)) if !a.manifest.manifest.output_withheld => {
+                    output_value(&m.output)
+                }
                 _ => serde_json::Value::Null,
             }
         };

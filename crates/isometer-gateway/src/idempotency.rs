@@ -93,7 +93,9 @@ impl Idempotency {
             return Claim::LookUp;
         }
         let (sender, _) = watch::channel(None);
-        inner.slots.insert(key.clone(), Slot::Running(sender.clone()));
+        inner
+            .slots
+            .insert(key.clone(), Slot::Running(sender.clone()));
         Claim::Run(Claimed {
             key,
             sender,

@@ -28,7 +28,7 @@ pub use error::GatewayError;
 pub use gateway::{
     AttemptPlan, ChangeKind, ConfigChange, Gateway, SealedAttempt, egress_evidence, policy_limits,
 };
+pub use idempotency::DEFAULT_CAPACITY as IDEMPOTENCY_CAPACITY;
 /// The task a credential is minted for (the runtime's view of an attempt).
 pub use isometer_runtime::TaskContext;
-pub use idempotency::DEFAULT_CAPACITY as IDEMPOTENCY_CAPACITY;
 pub use task::{AttemptSummary, CapTicket, TaskRequest, TaskResponse};

@@ -91,10 +91,8 @@ impl TaskResponse {
     /// Whether this answer is the task's last word: everything but a refusal for load and
     /// a wait for an approval, after which the same task id may come again.
     pub fn is_final(&self) -> bool {
-        !matches!(
-            self.outcome,
-            Outcome::Throttled | Outcome::ApprovalRequired
-        ) || (self.outcome == Outcome::ApprovalRequired && !self.attempts.is_empty())
+        !matches!(self.outcome, Outcome::Throttled | Outcome::ApprovalRequired)
+            || (self.outcome == Outcome::ApprovalRequired && !self.attempts.is_empty())
     }
 }
 

@@ -143,7 +143,9 @@ impl Config {
             Some(secrets),
             Some(poisoning),
             Some(tiers_file),
-        ) = (tenants, tools, policies, cards, secrets, poisoning, tiers_file)
+        ) = (
+            tenants, tools, policies, cards, secrets, poisoning, tiers_file,
+        )
         else {
             return Err(ConfigErrors(errors));
         };

@@ -27,6 +27,12 @@ pub async fn archive_version(store: &Store, config: &Config) -> Result<(), ApiEr
     Ok(())
 }
 
+/// How far back a server learns the recorded task ids when it starts: a task id submitted
+/// again within this window of its first submission never runs twice.
+pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// At most this many are loaded; beyond it every unknown task id is looked up in ClickHouse.
+const IDEMPOTENCY_KEYS_LOADED: u64 = 5_000_000;
+
 /// A change made active, and whether its record reached ClickHouse.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Applied {
@@ -37,10 +43,22 @@ pub struct Applied {
 
 impl AppState {
     /// What a server does before it serves: archives the active version, records it as
-    /// started, and takes back the approvals an earlier process left open.
+    /// started, takes back the approvals an earlier process left open, and learns the task
+    /// ids recorded within the idempotency window (after shipping what the spool held), so
+    /// that a task submitted again is answered from ClickHouse and never runs twice.
     pub async fn start(&self) -> Result<(), ApiError> {
         let open = self.store.approvals(true).await?;
         self.gateway.restore_approvals(open);
+        self.gateway.flush().await?;
+        let since = self.gateway.now()
+            - chrono::TimeDelta::from_std(IDEMPOTENCY_WINDOW).unwrap_or_default();
+        let keys = self
+            .store
+            .task_keys_since(since, IDEMPOTENCY_KEYS_LOADED)
+            .await?;
+        let complete = (keys.len() as u64) < IDEMPOTENCY_KEYS_LOADED;
+        let known = self.gateway.remember_recorded_tasks(keys, complete);
+        tracing::debug!(known, complete, "recorded task ids loaded");
         let config = self.gateway.config();
         archive_version(&self.store, &config).await?;
         let row = ConfigChangeRow {

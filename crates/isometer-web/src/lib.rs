@@ -53,6 +53,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/config", get(control::status))
         .route("/v1/admin/config/reload", post(control::reload))
         .route("/v1/admin/config/rollback", post(control::rollback))
+        .route("/v1/admin/runs/{tenant}/{run}", get(api::run_caps))
+        .route(
+            "/v1/admin/runs/{tenant}/{run}/reset",
+            post(api::reset_run_caps),
+        )
         .with_state(state)
 }
 

@@ -73,10 +73,16 @@ async fn a_task_id_runs_once_however_often_and_however_concurrently_it_is_submit
     }
     assert_eq!(upstream.received().len(), 1, "the email went out once");
     assert_eq!(answers.iter().filter(|a| !a.repeated).count(), 1);
-    let first = answers.iter().find(|a| !a.repeated).expect("the one that ran");
+    let first = answers
+        .iter()
+        .find(|a| !a.repeated)
+        .expect("the one that ran");
     assert_eq!(first.outcome, Outcome::Success);
     for a in &answers {
-        assert_eq!(a.attempts[0].manifest_digest, first.attempts[0].manifest_digest);
+        assert_eq!(
+            a.attempts[0].manifest_digest,
+            first.attempts[0].manifest_digest
+        );
         assert_eq!((a.total_cost, &a.output), (first.total_cost, &first.output));
     }
     // Another tenant's task of the same id is its own task.
@@ -101,8 +107,15 @@ async fn a_task_id_runs_once_however_often_and_however_concurrently_it_is_submit
     assert_eq!(again.outcome, Outcome::Success);
     assert_eq!(again.output, first.output);
     assert_eq!(again.total_cost, first.total_cost);
-    assert_eq!(again.attempts[0].manifest_digest, first.attempts[0].manifest_digest);
-    assert_eq!(upstream.received().len(), 1, "not sent again after the restart");
+    assert_eq!(
+        again.attempts[0].manifest_digest,
+        first.attempts[0].manifest_digest
+    );
+    assert_eq!(
+        upstream.received().len(),
+        1,
+        "not sent again after the restart"
+    );
     // A new id on the restarted gateway runs.
     let fresh = restarted.submit(email("once-2")).await.expect("answered");
     assert!(!fresh.repeated);
@@ -127,7 +140,10 @@ async fn a_task_id_runs_once_however_often_and_however_concurrently_it_is_submit
     for (id, before) in &ids {
         let a = small.submit(email(id)).await.expect("answered");
         assert!(a.repeated, "{id}");
-        assert_eq!(a.attempts[0].manifest_digest, before.attempts[0].manifest_digest);
+        assert_eq!(
+            a.attempts[0].manifest_digest,
+            before.attempts[0].manifest_digest
+        );
     }
     assert_eq!(upstream.received().len(), sent);
 }
@@ -159,8 +175,7 @@ fn roll(seed: u64, attempt: u64) -> u64 {
 }
 
 #[tokio::test]
-async fn retries_follow_the_policy_until_the_tenant_budget_is_spent_then_the_fallback_answers()
-{
+async fn retries_follow_the_policy_until_the_tenant_budget_is_spent_then_the_fallback_answers() {
     let store = isometer_testkit::database().await;
     let mut config = crate::submit::config(&Upstream::start(200, "{}").await);
     for p in &mut config.policies {
@@ -315,7 +330,10 @@ async fn each_loop_cap_answers_capped_without_running_and_records_the_spend_it_a
         .expect("answered");
     assert_eq!(still.outcome, Outcome::Capped);
     let before = gateway.reset_run_caps("acme", "streak").expect("tracked");
-    assert_eq!(before.capped.map(|c| c.cap), Some(LoopCap::LowConfidenceStreak));
+    assert_eq!(
+        before.capped.map(|c| c.cap),
+        Some(LoopCap::LowConfidenceStreak)
+    );
     let after = gateway
         .submit(in_run("streak", "Sure.", Some(0.9)))
         .await
@@ -406,7 +424,12 @@ async fn caps_hold_under_64_concurrent_submissions_on_one_run() {
             5,
             LoopCap::LowConfidenceStreak,
         ),
-        ("repeat", caps(None, Some(3), None), 3, LoopCap::RepeatedCall),
+        (
+            "repeat",
+            caps(None, Some(3), None),
+            3,
+            LoopCap::RepeatedCall,
+        ),
         (
             "spend",
             caps(None, None, Some(Money::new(1, 12))),
@@ -442,7 +465,11 @@ async fn caps_hold_under_64_concurrent_submissions_on_one_run() {
             .filter(|a| a.outcome == Outcome::Capped)
             .collect();
         assert_eq!((run, ran, capped.len()), (run, allowed, 64 - allowed));
-        assert!(capped.iter().all(|a| a.cap.as_ref().map(|c| c.cap) == Some(cap)));
+        assert!(
+            capped
+                .iter()
+                .all(|a| a.cap.as_ref().map(|c| c.cap) == Some(cap))
+        );
         gateway.flush().await.expect("flush");
     }
 }

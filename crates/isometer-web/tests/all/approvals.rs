@@ -57,7 +57,14 @@ async fn app(store: &Store, config: Config, clock: Arc<ManualClock>) -> (Router,
     .with_approval_ttl(std::time::Duration::from_secs(600));
     let state = AppState::new(Arc::new(gateway), store.clone());
     state.start().await.expect("started");
-    (isometer_web::router(state.clone()), state)
+    let acme = create_key(store, Role::Tenant, Some("acme"))
+        .await
+        .expect("key")
+        .key;
+    (
+        super::acting_as(isometer_web::router(state.clone()), acme),
+        state,
+    )
 }
 
 fn email(upstream: &Upstream, task_id: &str, to: &str, approval: Option<&str>) -> Value {
@@ -220,25 +227,22 @@ async fn destructive_tools_wait_for_a_single_use_approval_bound_to_their_input()
         Some(id.as_str())
     );
     assert_eq!(upstream.received().len(), 1);
-    let (status, reused) = submit(
-        &router,
-        &email(&upstream, "mail-1", "a@acme.test", Some(&id)),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CONFLICT, "single use");
-    assert!(reused["error"].as_str().expect("error").contains("used"));
-    assert_eq!(upstream.received().len(), 1);
-
-    // A task that ran is not asked for again.
-    let (status, again) = submit(&router, &email(&upstream, "mail-1", "a@acme.test", None)).await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert!(
-        again["error"]
-            .as_str()
-            .expect("error")
-            .contains("ran under it"),
-        "{again}"
-    );
+    // The task id ran: submitting it again, with its approval or without, answers the
+    // stored result, and nothing is sent again.
+    for approval in [Some(id.as_str()), None] {
+        let (status, again) = submit(
+            &router,
+            &email(&upstream, "mail-1", "a@acme.test", approval),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{again}");
+        assert_eq!(again["repeated"], true);
+        assert_eq!(again["outcome"], "success");
+        assert_eq!(
+            again["attempts"][0]["manifest_digest"],
+            json!(ran.attempts[0].manifest_digest)
+        );
+    }
     assert_eq!(upstream.received().len(), 1);
 
     // Denied: the task is recorded as policy_denied, with the approver's reason.
@@ -257,12 +261,17 @@ async fn destructive_tools_wait_for_a_single_use_approval_bound_to_their_input()
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(denied["state"], "denied");
-    let (status, _) = submit(
+    // The denied task's answer is final: submitting it again answers that, runs nothing.
+    let (status, again) = submit(
         &router,
         &email(&upstream, "mail-2", "c@acme.test", Some(&denied_id)),
     )
     .await;
-    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (&again["outcome"], &again["repeated"]),
+        (&json!("policy_denied"), &json!(true))
+    );
 
     // Expired: no decision in time; the task is recorded as approval_required.
     let (_, third) = submit(&router, &email(&upstream, "mail-3", "d@acme.test", None)).await;

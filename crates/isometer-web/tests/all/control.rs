@@ -1,6 +1,6 @@
 //! API keys and roles, and the configuration's reload and rollback through the admin API.
 
-use super::{call, post_task};
+use super::{call, post_task_as};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -156,10 +156,11 @@ fn summarize_policy(response: &TaskResponse) -> (&str, &str) {
     (&manifest.policy_version, &manifest.policy_id)
 }
 
-async fn summarize(router: &Router) -> TaskResponse {
+async fn summarize(router: &Router, key: &str) -> TaskResponse {
     let (status, body) = call(
         router,
-        post_task(
+        post_task_as(
+            key,
             &json!({"tenant_id": "acme", "tool_id": "summarize", "input": {"text": "One. Two."}}),
         ),
     )
@@ -200,8 +201,8 @@ async fn reloads_are_whole_invalid_ones_change_nothing_and_rollback_is_timed() {
     .expect("config file");
     let tasks: Vec<_> = (0..64)
         .map(|_| {
-            let router = router.clone();
-            tokio::spawn(async move { summarize(&router).await })
+            let (router, admin) = (router.clone(), admin.clone());
+            tokio::spawn(async move { summarize(&router, &admin).await })
         })
         .collect();
     let (status, body) = call(
@@ -229,7 +230,7 @@ async fn reloads_are_whole_invalid_ones_change_nothing_and_rollback_is_timed() {
         };
         assert_eq!(policy, expected, "a task ran under one version whole");
     }
-    let after = summarize(&router).await;
+    let after = summarize(&router, &admin).await;
     assert_eq!(
         summarize_policy(&after),
         (second.as_str(), "summarize/standard-v2")
@@ -276,7 +277,7 @@ async fn reloads_are_whole_invalid_ones_change_nothing_and_rollback_is_timed() {
     );
     assert_eq!(state.gateway.config().version, second);
     assert_eq!(
-        summarize_policy(&summarize(&router).await).1,
+        summarize_policy(&summarize(&router, &admin).await).1,
         "summarize/standard-v2"
     );
 
@@ -291,7 +292,7 @@ async fn reloads_are_whole_invalid_ones_change_nothing_and_rollback_is_timed() {
     let rolled = json_of(&body);
     assert_eq!(rolled["change"]["version"], json!(first));
     assert_eq!(rolled["recorded"], json!(true));
-    let back = summarize(&router).await;
+    let back = summarize(&router, &admin).await;
     assert_eq!(
         summarize_policy(&back),
         (first.as_str(), "summarize/standard")

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 mod approvals;
 mod control;
+mod tasks;
 
 /// The shipped configuration, with the tools pointed at the freshly built guests.
 fn config() -> Config {
@@ -39,7 +40,27 @@ async fn app() -> (Router, Store, Arc<Gateway>) {
         .expect("gateway"),
     );
     let router = isometer_web::router(AppState::new(gateway.clone(), store.clone()));
-    (router, store, gateway)
+    let admin = isometer_web::auth::create_key(&store, isometer_web::auth::Role::Admin, None)
+        .await
+        .expect("admin key")
+        .key;
+    (acting_as(router, admin), store, gateway)
+}
+
+/// `router`, with `key` as the API key of every request that carries none.
+fn acting_as(router: Router, key: String) -> Router {
+    router.layer(axum::middleware::map_request(
+        move |mut request: Request<Body>| {
+            let key = key.clone();
+            async move {
+                if !request.headers().contains_key("authorization") {
+                    let value = format!("Bearer {key}").parse().expect("header value");
+                    request.headers_mut().insert("authorization", value);
+                }
+                request
+            }
+        },
+    ))
 }
 
 async fn call(router: &Router, request: Request<Body>) -> (StatusCode, Vec<u8>) {
@@ -68,6 +89,14 @@ async fn get(router: &Router, path: &str) -> (StatusCode, Vec<u8>) {
 fn post_task(body: &Value) -> Request<Body> {
     Request::post("/v1/tasks")
         .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("request")
+}
+
+fn post_task_as(key: &str, body: &Value) -> Request<Body> {
+    Request::post("/v1/tasks")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {key}"))
         .body(Body::from(body.to_string()))
         .expect("request")
 }
