@@ -34,13 +34,14 @@ lint: guests
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy $(GUESTS) -- -D warnings
 
-## bench: benchmarks beside their peers (SUITE=attempt|runtime|ingest; all by default), JSON in target/bench/
+## bench: benchmarks beside their peers (SUITE=attempt|runtime|ingest|gateway; all by default), JSON in target/bench/
 bench: guests
 	@scripts/install-deps.sh bench
 ifeq ($(SUITE),all)
 	$(CARGO) bench --bench attempt
 	$(CARGO) bench --bench runtime
 	$(CARGO) bench --bench ingest
+	$(CARGO) bench --bench gateway
 else
 	$(CARGO) bench --bench $(SUITE)
 endif

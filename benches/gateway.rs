@@ -1,0 +1,591 @@
+//! Suite `gateway`: the task API under load. Writes `target/bench/gateway.json`.
+//!
+//! One process serves the real router (API keys, admission, evidence, the spool, a fresh
+//! local `clickhouse-server`) on loopback; the load comes from the same process over
+//! HTTP/1.1 keep-alive connections, so both share the machine's cores.
+//! - `http_tasks_per_s`: saturation, the trivial tool (`noop`) with 64 requests in flight;
+//!   `inprocess_tasks_per_s`: the same tasks through `Gateway::submit`, no HTTP;
+//! - `http_p50_ms`, `http_p99_ms`: open-loop load at half of saturation;
+//! - `fair_share_error`: three tenants (weights 1, 1, 2) kept busy with a tool that holds
+//!   its slot for 2 ms on a gateway of 8 slots, one of them offering ten times its share;
+//!   the largest relative gap between a tenant's completed share and its weighted share;
+//! - `victim_p99_ratio`: two tenants' p99 at a steady rate with the noisy tenant flooding,
+//!   over their p99 alone;
+//! - `overload_rss_mib`: the process's peak RSS under open-loop load at five times
+//!   saturation; every refused task must have had a 429 and left a `throttled` record.
+
+mod common;
+
+use isometer_core::{Outcome, SystemClock};
+use isometer_gateway::{AdmissionOptions, Gateway, TaskRequest};
+use isometer_policy::{Config, Policy, Tenant, Tool};
+use isometer_store::{Store, WriterOptions};
+use isometer_web::AppState;
+use isometer_web::auth::{Role, create_key};
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const SATURATION_FOR: Duration = Duration::from_secs(6);
+const SATURATION_CONCURRENCY: usize = 64;
+const HALF_LOAD_FOR: Duration = Duration::from_secs(6);
+const FAIRNESS_FOR: Duration = Duration::from_secs(4);
+const OVERLOAD_FOR: Duration = Duration::from_secs(4);
+/// Requests the load generator keeps outstanding at most (it sheds beyond).
+const MAX_OUTSTANDING: usize = 4_096;
+
+fn main() -> anyhow::Result<()> {
+    let root = isometer_testkit::workspace_root();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .enable_all()
+        .build()?;
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .enable_all()
+        .build()?;
+
+    let config = bench_config(&root)?;
+    let (store, gateway, base, keys) = server_rt.block_on(async {
+        let store = isometer_testkit::database().await;
+        let gateway = Arc::new(gateway_on(&store, config.clone(), None)?);
+        let state = AppState::new(gateway.clone(), store.clone());
+        state.start().await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let router = isometer_web::router(state);
+        tokio::spawn(isometer_web::serve(
+            listener,
+            router,
+            std::future::pending::<()>(),
+        ));
+        let mut keys = std::collections::HashMap::new();
+        for tenant in ["acme", "globex", "hooli"] {
+            keys.insert(
+                tenant,
+                create_key(&store, Role::Tenant, Some(tenant)).await?.key,
+            );
+        }
+        anyhow::Ok((store, gateway, base, keys))
+    })?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(MAX_OUTSTANDING)
+        .build()?;
+    let client = Client {
+        http,
+        url: format!("{base}/v1/tasks"),
+    };
+
+    // Saturation over HTTP, then the same path in process.
+    let noop = json!({"tool_id": "noop", "input": null});
+    let saturation = client_rt.block_on(closed_loop(
+        &client,
+        &keys["acme"],
+        &noop,
+        SATURATION_CONCURRENCY,
+        SATURATION_FOR,
+    ))?;
+    let http_tasks_per_s = saturation.ok as f64 / saturation.elapsed.as_secs_f64();
+    let inprocess_tasks_per_s = server_rt.block_on(in_process(&gateway))?;
+
+    // Half load, open loop.
+    let half = client_rt.block_on(open_loop(
+        &client,
+        &keys["acme"],
+        &noop,
+        http_tasks_per_s / 2.0,
+        HALF_LOAD_FOR,
+    ))?;
+    let (http_p50_ms, http_p99_ms) = (half.percentile_ms(50), half.percentile_ms(99));
+
+    // Fairness and victims, on a gateway of 8 slots and a tool that holds one for 2 ms.
+    let (fair_share_error, shares, victim_p99_ratio, victims) =
+        server_rt.block_on(fairness(&store, &config))?;
+
+    // Overload at five times saturation, measuring the process's peak RSS.
+    let peak = Arc::new(AtomicU64::new(rss_kib()));
+    let sampler = {
+        let peak = peak.clone();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let handle = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    peak.fetch_max(rss_kib(), Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        };
+        (stop, handle)
+    };
+    let rss_before_mib = rss_kib() as f64 / 1024.0;
+    let overload = client_rt.block_on(open_loop(
+        &client,
+        &keys["globex"],
+        &noop,
+        http_tasks_per_s * 5.0,
+        OVERLOAD_FOR,
+    ))?;
+    sampler.0.store(true, Ordering::Relaxed);
+    sampler
+        .1
+        .join()
+        .map_err(|_| anyhow::anyhow!("sampler panicked"))?;
+    let overload_rss_mib = peak.load(Ordering::Relaxed) as f64 / 1024.0;
+    // Every 429 left a `throttled` record.
+    let refused = saturation.refused + half.refused + overload.refused;
+    server_rt.block_on(gateway.flush())?;
+    let throttled = server_rt.block_on(throttled_records(&store))?;
+    anyhow::ensure!(
+        throttled == refused,
+        "{refused} tasks got 429, but {throttled} throttled records are in ClickHouse"
+    );
+    anyhow::ensure!(
+        saturation.failed + half.failed + overload.failed == 0,
+        "{} requests failed otherwise",
+        saturation.failed + half.failed + overload.failed
+    );
+
+    println!("suite gateway ({cores} cores)");
+    let line = |name: &str, value: String| println!("  {name:<52} {value:>12}");
+    line(
+        "tasks/s over HTTP, saturated (noop)",
+        format!("{http_tasks_per_s:.0}"),
+    );
+    line(
+        "tasks/s in process (Gateway::submit)",
+        format!("{inprocess_tasks_per_s:.0}"),
+    );
+    line(
+        "HTTP / in-process tasks/s",
+        format!("{:.2}", http_tasks_per_s / inprocess_tasks_per_s),
+    );
+    line(
+        "p50 / p99 at half load (ms)",
+        format!("{http_p50_ms:.2} / {http_p99_ms:.2}"),
+    );
+    line(
+        "fair share error (noisy tenant at 10x its share)",
+        format!("{fair_share_error:.3}"),
+    );
+    for (tenant, expected, got) in &shares {
+        line(
+            &format!("  {tenant}: weighted share / completed share"),
+            format!("{expected:.3} / {got:.3}"),
+        );
+    }
+    line(
+        "victims' p99 with / without the noisy tenant (ms)",
+        format!("{:.2} / {:.2}", victims.0, victims.1),
+    );
+    line("victim p99 ratio", format!("{victim_p99_ratio:.2}"));
+    line(
+        "RSS before / peak at 5x saturation (MiB)",
+        format!("{rss_before_mib:.0} / {overload_rss_mib:.0}"),
+    );
+    line(
+        "offered / ok / 429 / shed at 5x saturation",
+        format!(
+            "{} / {} / {} / {}",
+            overload.offered, overload.ok, overload.refused, overload.shed
+        ),
+    );
+    line(
+        "429 answers / throttled records",
+        format!("{refused} / {throttled}"),
+    );
+
+    let json = json!({
+        "suite": "gateway",
+        "cores": cores,
+        "http_tasks_per_s": http_tasks_per_s,
+        "inprocess_tasks_per_s": inprocess_tasks_per_s,
+        "http_over_inprocess": http_tasks_per_s / inprocess_tasks_per_s,
+        "http_p50_ms": http_p50_ms,
+        "http_p99_ms": http_p99_ms,
+        "fair_share_error": fair_share_error,
+        "victim_p99_ratio": victim_p99_ratio,
+        "victim_p99_ms_with_noisy": victims.0,
+        "victim_p99_ms_alone": victims.1,
+        "overload_rss_mib": overload_rss_mib,
+        "overload_offered": overload.offered,
+        "overload_ok": overload.ok,
+        "overload_429": overload.refused,
+        "throttled_records": throttled,
+    });
+    common::write_json(&root, "gateway", &json)?;
+    Ok(())
+}
+
+/// The shipped configuration with `noop` for the standard and premium tiers, a third
+/// tenant, and weights 1 (standard) and 2 (premium).
+fn bench_config(root: &std::path::Path) -> anyhow::Result<Config> {
+    let mut config = Config::load(&root.join("config"))?;
+    for tool in &mut config.tools {
+        tool.artifact = isometer_testkit::guest(&tool.id);
+    }
+    config.tools.push(Tool {
+        id: "noop".into(),
+        artifact: isometer_testkit::guest("noop"),
+        declared_at: "bench".into(),
+        description: "does nothing".into(),
+        default_use_case: "noop".into(),
+        sha256: None,
+        destructive: false,
+    });
+    for tier in ["standard", "premium"] {
+        let template = config
+            .policy_for("summarize", tier)
+            .ok_or_else(|| anyhow::anyhow!("no summarize/{tier} policy"))?
+            .clone();
+        config.policies.push(Policy {
+            id: format!("noop/{tier}"),
+            tool_id: "noop".into(),
+            ..template
+        });
+    }
+    config.tenants.push(Tenant {
+        id: "hooli".into(),
+        name: "Hooli".into(),
+        tier: "standard".into(),
+    });
+    for tier in &mut config.tiers {
+        tier.weight = if tier.id == "premium" { 2 } else { 1 };
+        tier.loop_caps = Default::default();
+    }
+    Ok(config)
+}
+
+fn gateway_on(
+    store: &Store,
+    config: Config,
+    admission: Option<AdmissionOptions>,
+) -> anyhow::Result<Gateway> {
+    let gateway = Gateway::new(
+        Arc::new(config),
+        store.writer(WriterOptions::default())?,
+        isometer_testkit::signer(),
+        Arc::new(SystemClock),
+    )?;
+    Ok(match admission {
+        Some(options) => gateway.with_admission(options),
+        None => gateway,
+    })
+}
+
+#[derive(Clone)]
+struct Client {
+    http: reqwest::Client,
+    url: String,
+}
+
+/// What a load run got back.
+#[derive(Debug, Default)]
+struct Load {
+    offered: u64,
+    ok: u64,
+    refused: u64,
+    failed: u64,
+    /// Not sent: the generator had `MAX_OUTSTANDING` requests waiting already.
+    shed: u64,
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+impl Load {
+    fn percentile_ms(&self, p: usize) -> f64 {
+        let mut l = self.latencies.clone();
+        l.sort_unstable();
+        l.get((l.len() * p / 100).min(l.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    }
+
+    fn add(&mut self, outcome: Result<(u16, Duration), ()>) {
+        match outcome {
+            Ok((200, latency)) => {
+                self.ok += 1;
+                self.latencies.push(latency);
+            }
+            Ok((429, _)) => self.refused += 1,
+            _ => self.failed += 1,
+        }
+    }
+}
+
+async fn send(client: &Client, key: &str, body: &serde_json::Value) -> Result<(u16, Duration), ()> {
+    let started = Instant::now();
+    let response = client
+        .http
+        .post(&client.url)
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .map_err(|_| ())?;
+    let status = response.status().as_u16();
+    response.bytes().await.map_err(|_| ())?;
+    Ok((status, started.elapsed()))
+}
+
+/// `concurrency` requests in flight, each sent when the one before it is answered.
+async fn closed_loop(
+    client: &Client,
+    key: &str,
+    body: &serde_json::Value,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<Load> {
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, key, body) = (client.clone(), key.to_owned(), body.clone());
+            tokio::spawn(async move {
+                let mut load = Load::default();
+                while started.elapsed() < duration {
+                    load.offered += 1;
+                    load.add(send(&client, &key, &body).await);
+                }
+                load
+            })
+        })
+        .collect();
+    let mut total = Load::default();
+    for w in workers {
+        let load = w.await?;
+        total.offered += load.offered;
+        total.ok += load.ok;
+        total.refused += load.refused;
+        total.failed += load.failed;
+        total.latencies.extend(load.latencies);
+    }
+    total.elapsed = started.elapsed();
+    Ok(total)
+}
+
+/// Requests sent at `rate` per second whatever the answers, for `duration`.
+async fn open_loop(
+    client: &Client,
+    key: &str,
+    body: &serde_json::Value,
+    rate: f64,
+    duration: Duration,
+) -> anyhow::Result<Load> {
+    let started = Instant::now();
+    let outstanding = Arc::new(tokio::sync::Semaphore::new(MAX_OUTSTANDING));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut load = Load::default();
+    let mut i: u64 = 0;
+    loop {
+        let due = Duration::from_secs_f64(i as f64 / rate);
+        if due >= duration {
+            break;
+        }
+        tokio::time::sleep_until((started + due).into()).await;
+        i += 1;
+        load.offered += 1;
+        let Ok(permit) = outstanding.clone().try_acquire_owned() else {
+            load.shed += 1;
+            continue;
+        };
+        let (client, key, body, tx) = (client.clone(), key.to_owned(), body.clone(), tx.clone());
+        tokio::spawn(async move {
+            let outcome = send(&client, &key, &body).await;
+            drop(permit);
+            let _ = tx.send(outcome);
+        });
+    }
+    drop(tx);
+    while let Some(outcome) = rx.recv().await {
+        load.add(outcome);
+    }
+    load.elapsed = started.elapsed();
+    Ok(load)
+}
+
+/// Tasks/s through `Gateway::submit` with 64 in flight.
+async fn in_process(gateway: &Arc<Gateway>) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let done = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..SATURATION_CONCURRENCY)
+        .map(|_| {
+            let (gateway, done) = (gateway.clone(), done.clone());
+            tokio::spawn(async move {
+                while started.elapsed() < SATURATION_FOR {
+                    let answer = gateway.submit(request("acme", "noop", json!(null))).await?;
+                    anyhow::ensure!(answer.outcome == Outcome::Success, "{:?}", answer.outcome);
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await??;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+fn request(tenant: &str, tool: &str, input: serde_json::Value) -> TaskRequest {
+    TaskRequest {
+        tenant_id: tenant.into(),
+        tool_id: tool.into(),
+        input,
+        use_case: None,
+        run_id: None,
+        run_class: Default::default(),
+        task_id: None,
+        confidence: None,
+        trace_id: None,
+        approval_id: None,
+    }
+}
+
+type Shares = Vec<(&'static str, f64, f64)>;
+
+/// Weighted fair sharing of 8 slots, and what a noisy tenant does to the others' p99.
+async fn fairness(
+    store: &Store,
+    config: &Config,
+) -> anyhow::Result<(f64, Shares, f64, (f64, f64))> {
+    let options = AdmissionOptions {
+        max_in_flight: 8,
+        max_wait: Duration::from_secs(30),
+    };
+    let mut config = config.clone();
+    for tier in &mut config.tiers {
+        tier.max_concurrency = 1_000;
+        tier.max_queue = 10_000;
+    }
+    let gateway = Arc::new(gateway_on(store, config.clone(), Some(options))?);
+    let slow = json!({"ms": 2});
+    // Busy tenants: acme and hooli (weight 1 each) and globex (weight 2). A fair share of
+    // 8 slots is 2, 2 and 4; acme offers ten times its share, the others twice theirs.
+    let offered: [(&'static str, usize); 3] = [("acme", 20), ("hooli", 4), ("globex", 8)];
+    let weights = [("acme", 1.0), ("hooli", 1.0), ("globex", 2.0)];
+    let started = Instant::now();
+    let counts: Vec<_> = offered
+        .iter()
+        .map(|&(tenant, concurrency)| {
+            let workers: Vec<_> = (0..concurrency)
+                .map(|_| {
+                    let (gateway, slow) = (gateway.clone(), slow.clone());
+                    tokio::spawn(async move {
+                        let mut done = 0u64;
+                        // Counted from the first second on, once every queue is full.
+                        while started.elapsed() < FAIRNESS_FOR {
+                            let answer = gateway
+                                .submit(request(tenant, "slow", slow.clone()))
+                                .await?;
+                            anyhow::ensure!(
+                                answer.outcome == Outcome::Success,
+                                "{:?}",
+                                answer.outcome
+                            );
+                            if started.elapsed() > Duration::from_secs(1) {
+                                done += 1;
+                            }
+                        }
+                        anyhow::Ok(done)
+                    })
+                })
+                .collect();
+            (tenant, workers)
+        })
+        .collect();
+    let mut completed = Vec::new();
+    for (tenant, workers) in counts {
+        let mut n = 0;
+        for w in workers {
+            n += w.await??;
+        }
+        completed.push((tenant, n));
+    }
+    let total: u64 = completed.iter().map(|(_, n)| n).sum();
+    let weight_sum: f64 = weights.iter().map(|(_, w)| w).sum();
+    let mut shares = Vec::new();
+    let mut error: f64 = 0.0;
+    for ((tenant, n), (_, w)) in completed.iter().zip(weights) {
+        let expected = w / weight_sum;
+        let got = *n as f64 / total.max(1) as f64;
+        error = error.max((got - expected).abs() / expected);
+        shares.push((*tenant, expected, got));
+    }
+
+    // Victims: hooli and globex at 100 tasks/s each, alone, then with acme flooding.
+    let alone = victims(&gateway, None).await?;
+    let with_noisy = victims(&gateway, Some(40)).await?;
+    Ok((error, shares, with_noisy / alone, (with_noisy, alone)))
+}
+
+/// The p99 (ms) of hooli's and globex's tasks at 100/s each for 3 s, with acme keeping
+/// `noisy` tasks in flight meanwhile.
+async fn victims(gateway: &Arc<Gateway>, noisy: Option<usize>) -> anyhow::Result<f64> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood: Vec<_> = (0..noisy.unwrap_or(0))
+        .map(|_| {
+            let (gateway, stop) = (gateway.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    gateway
+                        .submit(request("acme", "slow", json!({"ms": 2})))
+                        .await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let mut sent = Vec::new();
+    let mut i = 0u32;
+    while started.elapsed() < Duration::from_secs(3) {
+        for tenant in ["hooli", "globex"] {
+            let gateway = gateway.clone();
+            sent.push(tokio::spawn(async move {
+                let t = Instant::now();
+                let answer = gateway
+                    .submit(request(tenant, "slow", json!({"ms": 2})))
+                    .await?;
+                anyhow::ensure!(answer.outcome == Outcome::Success, "{:?}", answer.outcome);
+                anyhow::Ok(t.elapsed())
+            }));
+        }
+        i += 1;
+        tokio::time::sleep_until((started + Duration::from_millis(10) * i).into()).await;
+    }
+    let mut latencies = Vec::new();
+    for s in sent {
+        latencies.push(s.await??);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for f in flood {
+        f.await??;
+    }
+    latencies.sort_unstable();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    Ok(p99.as_secs_f64() * 1e3)
+}
+
+async fn throttled_records(store: &Store) -> anyhow::Result<u64> {
+    Ok(store
+        .outcome_counts()
+        .await?
+        .iter()
+        .find(|c| c.outcome == "throttled")
+        .map_or(0, |c| c.attempts))
+}
+
+/// This process's resident set, in KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
