@@ -10,7 +10,7 @@
 
 use crate::task::TaskResponse;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
 
@@ -137,9 +137,7 @@ impl Idempotency {
 
 impl Inner {
     fn hash(&self, key: &Key) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        h.finish()
+        self.hasher.hash_one(key)
     }
 
     fn keep(&mut self, key: Key, answer: Arc<TaskResponse>) {
