@@ -370,19 +370,16 @@ impl Gateway {
         mut plan: AttemptPlan,
         approval_id: Option<String>,
     ) -> Result<TaskResponse, GatewayError> {
+        // Borrowed from the task's version, not copied per task.
+        let loaded = plan.loaded.clone();
         let tier = {
-            let (tenant, _) = plan.tenant_and_card()?;
-            plan.loaded
-                .config
-                .tier(&tenant.tier)
-                .cloned()
-                .unwrap_or_else(|| Tier::default_for(&tenant.tier))
+            let (tenant, _) = loaded.tenant_and_card(&plan.tenant_id)?;
+            match loaded.config.tier(&tenant.tier) {
+                Some(tier) => std::borrow::Cow::Borrowed(tier),
+                None => std::borrow::Cow::Owned(Tier::default_for(&tenant.tier)),
+            }
         };
-        let policy = plan
-            .loaded
-            .config
-            .policy_for(&plan.tool_id, &tier.id)
-            .cloned();
+        let policy = loaded.config.policy_for(&plan.tool_id, &tier.id);
         // A destructive tool runs only under an approval given for this very task.
         let destructive = plan
             .loaded
@@ -448,7 +445,7 @@ impl Gateway {
             let outcome = sealed.report.outcome;
             let ran = sealed.ran;
             attempts.push(sealed);
-            let Some(policy) = policy.as_ref().filter(|_| ran) else {
+            let Some(policy) = policy.filter(|_| ran) else {
                 break;
             };
             let retry = &policy.retry;
@@ -485,7 +482,7 @@ impl Gateway {
         }
         drop(permit);
         let last = attempts.last().map(|a| a.report.outcome);
-        let fallback = match policy.as_ref().map(|p| &p.fallback) {
+        let fallback = match policy.map(|p| &p.fallback) {
             Some(Fallback::Static(body)) if last.is_some_and(|o| !o.is_success()) => {
                 control.fallback = true;
                 Some(serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
