@@ -19,7 +19,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use host_rule::{BadHostRule, HostRule, normalize_host};
 pub use model::{
     Config, DEFAULT_REQUIRED_FIELDS, Fallback, LoopCaps, OBSERVABLE_FIELDS, OnPoisoning, Policy,
-    RateCard, Retry, Secret, SecretProfile, SecretSource, Tenant, Tier, Tool,
+    PricePlan, RateCard, Retry, Secret, SecretProfile, SecretSource, Tenant, Tier, Tool,
 };
 pub use poisoning::{PoisoningRule, PoisoningRules};
 pub use settings::{RuntimeSettings, SETTINGS_FILE, Settings};
@@ -33,4 +33,5 @@ pub const FILES: [&str; 4] = [
 ];
 
 /// Files a configuration directory may have; absent means empty.
-pub const OPTIONAL_FILES: [&str; 3] = ["secrets.toml", "poisoning.toml", "tiers.toml"];
+pub const OPTIONAL_FILES: [&str; 4] =
+    ["secrets.toml", "poisoning.toml", "tiers.toml", "plans.toml"];

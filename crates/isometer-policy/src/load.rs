@@ -5,12 +5,12 @@ use crate::error::{ConfigError, ConfigErrors};
 use crate::host_rule::HostRule;
 use crate::model::{
     Config, DEFAULT_REQUIRED_FIELDS, Fallback, LoopCaps, OBSERVABLE_FIELDS, OnPoisoning, Policy,
-    RateCard, Retry, Secret, SecretProfile, SecretSource, Tenant, Tier, Tool,
+    PricePlan, RateCard, Retry, Secret, SecretProfile, SecretSource, Tenant, Tier, Tool,
 };
 use crate::poisoning::{PoisoningRule, PoisoningRules, check_pattern};
 use crate::raw::{
-    PoisoningFile, PoliciesFile, RateCardsFile, RawPoisoningRule, RawPolicy, RawRateCard,
-    RawSecretProfile, RawTier, SecretsFile, TenantsFile, TiersFile, ToolsFile,
+    PlansFile, PoisoningFile, PoliciesFile, RateCardsFile, RawPlan, RawPoisoningRule, RawPolicy,
+    RawRateCard, RawSecretProfile, RawTier, SecretsFile, TenantsFile, TiersFile, ToolsFile,
 };
 use isometer_core::Outcome;
 use serde::de::DeserializeOwned;
@@ -122,8 +122,8 @@ impl Config {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
-        let [secrets_src, poisoning_src, tiers_src] =
-            <[Source; 3]>::try_from(optional).map_err(|_| ConfigErrors(Vec::new()))?;
+        let [secrets_src, poisoning_src, tiers_src, plans_src] =
+            <[Source; 4]>::try_from(optional).map_err(|_| ConfigErrors(Vec::new()))?;
         let [tenants_src, tools_src, policies_src, cards_src] =
             <[Source; 4]>::try_from(sources).map_err(|_| ConfigErrors(Vec::new()))?;
 
@@ -135,6 +135,7 @@ impl Config {
         let poisoning: Option<PoisoningFile> =
             poisoning_src.parse().map_err(|e| errors.push(e)).ok();
         let tiers_file: Option<TiersFile> = tiers_src.parse().map_err(|e| errors.push(e)).ok();
+        let plans_file: Option<PlansFile> = plans_src.parse().map_err(|e| errors.push(e)).ok();
         let (
             Some(tenants),
             Some(tools),
@@ -143,8 +144,9 @@ impl Config {
             Some(secrets),
             Some(poisoning),
             Some(tiers_file),
+            Some(plans_file),
         ) = (
-            tenants, tools, policies, cards, secrets, poisoning, tiers_file,
+            tenants, tools, policies, cards, secrets, poisoning, tiers_file, plans_file,
         )
         else {
             return Err(ConfigErrors(errors));
@@ -232,6 +234,13 @@ impl Config {
                 description: t.description,
             });
         }
+        let plans = validate_plans(
+            &plans_src,
+            plans_file.plan,
+            &valid_tenants,
+            &rate_cards,
+            &mut errors,
+        );
         let known = Known {
             tools: valid_tools.iter().map(|t| t.id.as_str()).collect(),
             tiers: tiers.clone(),
@@ -266,6 +275,7 @@ impl Config {
             &secrets_src,
             &poisoning_src,
             &tiers_src,
+            &plans_src,
         ];
         for src in sources {
             hasher.update(
@@ -285,6 +295,7 @@ impl Config {
             tools: valid_tools,
             policies: valid_policies,
             rate_cards,
+            plans,
             secret_profiles,
             tiers: tier_limits,
             poisoning,
@@ -750,42 +761,45 @@ fn validate_rate_cards(
     cards: Vec<RawRateCard>,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<RateCard> {
-    let mut seen = HashSet::new();
+    let mut dates = HashSet::new();
+    let mut versions = HashSet::new();
     let mut valid = Vec::new();
     for c in cards {
         let before = errors.len();
-        if !seen.insert(c.tier.get_ref().clone()) {
+        let effective_from = effective_from(src, c.effective_from.as_ref(), errors);
+        if !dates.insert((c.tier.get_ref().clone(), effective_from)) {
             errors.push(src.at(
                 &c.tier,
                 "tier",
-                format!("tier `{}` has two rate cards", c.tier.get_ref()),
-            ));
-        }
-        let currency = c.currency.get_ref();
-        if currency.len() != 3 || !currency.chars().all(|ch| ch.is_ascii_uppercase()) {
-            errors.push(src.at(
-                &c.currency,
-                "currency",
-                format!("`{currency}` is not an ISO 4217 code like USD"),
+                format!(
+                    "tier `{}` has two rate cards in effect from {effective_from}",
+                    c.tier.get_ref()
+                ),
             ));
         }
         if c.version.get_ref().trim().is_empty() {
             errors.push(src.at(&c.version, "version", "must not be empty"));
+        } else if !versions.insert(c.version.get_ref().clone()) {
+            errors.push(src.at(
+                &c.version,
+                "version",
+                format!("version `{}` names two rate cards", c.version.get_ref()),
+            ));
         }
+        check_currency(src, &c.currency, errors);
         for (price, field) in [
             (&c.price_per_fuel_unit, "price_per_fuel_unit"),
             (&c.price_per_gib_second, "price_per_gib_second"),
             (&c.price_per_egress_gib, "price_per_egress_gib"),
             (&c.price_per_invocation, "price_per_invocation"),
         ] {
-            if price.get_ref().is_sign_negative() {
-                errors.push(src.at(price, field, "a price must not be negative"));
-            }
+            check_price(src, price, field, errors);
         }
         if errors.len() == before {
             valid.push(RateCard {
                 tier: c.tier.into_inner(),
                 version: c.version.into_inner(),
+                effective_from,
                 currency: c.currency.into_inner(),
                 price_per_fuel_unit: c.price_per_fuel_unit.into_inner(),
                 price_per_gib_second: c.price_per_gib_second.into_inner(),
@@ -794,7 +808,152 @@ fn validate_rate_cards(
             });
         }
     }
+    for tier in valid
+        .iter()
+        .map(|c| c.tier.as_str())
+        .collect::<HashSet<_>>()
+    {
+        let mut currencies: Vec<&str> = valid
+            .iter()
+            .filter(|c| c.tier == tier)
+            .map(|c| c.currency.as_str())
+            .collect();
+        currencies.sort_unstable();
+        currencies.dedup();
+        if currencies.len() > 1 {
+            errors.push(src.error(
+                None,
+                Some("currency"),
+                format!(
+                    "tier `{tier}` is priced in {}: every rate card of a tier uses one currency",
+                    currencies.join(" and ")
+                ),
+            ));
+        }
+    }
+    valid.sort_by(|a, b| (&a.tier, a.effective_from).cmp(&(&b.tier, b.effective_from)));
     valid
+}
+
+/// Price plans: each names a known tenant, bills in its tier's currency, and no two of a
+/// tenant start on the same day.
+fn validate_plans(
+    src: &Source,
+    plans: Vec<RawPlan>,
+    tenants: &[Tenant],
+    cards: &[RateCard],
+    errors: &mut Vec<ConfigError>,
+) -> Vec<PricePlan> {
+    let mut dates = HashSet::new();
+    let mut valid = Vec::new();
+    for p in plans {
+        let before = errors.len();
+        let effective_from = effective_from(src, p.effective_from.as_ref(), errors);
+        let tenant_id = p.tenant.get_ref();
+        match tenants.iter().find(|t| &t.id == tenant_id) {
+            None => errors.push(src.at(
+                &p.tenant,
+                "tenant",
+                format!("no tenant `{tenant_id}` (see tenants.toml)"),
+            )),
+            Some(tenant) => {
+                let card = cards.iter().find(|c| c.tier == tenant.tier);
+                if let Some(card) = card.filter(|c| &c.currency != p.currency.get_ref()) {
+                    errors.push(src.at(
+                        &p.currency,
+                        "currency",
+                        format!(
+                            "tenant `{tenant_id}` is costed in {} (tier `{}`); its plan must bill \
+                             in the same currency",
+                            card.currency, tenant.tier
+                        ),
+                    ));
+                }
+            }
+        }
+        if !dates.insert((tenant_id.clone(), effective_from)) {
+            errors.push(src.at(
+                &p.tenant,
+                "tenant",
+                format!("tenant `{tenant_id}` has two plans in effect from {effective_from}"),
+            ));
+        }
+        if p.version.get_ref().trim().is_empty() {
+            errors.push(src.at(&p.version, "version", "must not be empty"));
+        }
+        check_currency(src, &p.currency, errors);
+        for (use_case, price) in &p.price_per_task {
+            check_price(src, price, &format!("price_per_task.{use_case}"), errors);
+        }
+        for (price, field) in [
+            (&p.default_price_per_task, "default_price_per_task"),
+            (&p.exploratory_price_per_task, "exploratory_price_per_task"),
+        ] {
+            if let Some(price) = price {
+                check_price(src, price, field, errors);
+            }
+        }
+        if errors.len() == before {
+            valid.push(PricePlan {
+                tenant_id: p.tenant.into_inner(),
+                version: p.version.into_inner(),
+                effective_from,
+                currency: p.currency.into_inner(),
+                price_per_task: p
+                    .price_per_task
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_inner()))
+                    .collect(),
+                default_price_per_task: p.default_price_per_task.map(Spanned::into_inner),
+                exploratory_price_per_task: p
+                    .exploratory_price_per_task
+                    .map_or(rust_decimal::Decimal::ZERO, Spanned::into_inner),
+            });
+        }
+    }
+    valid.sort_by(|a, b| (&a.tenant_id, a.effective_from).cmp(&(&b.tenant_id, b.effective_from)));
+    valid
+}
+
+/// An `effective_from` date; absent means from the beginning (1970-01-01).
+fn effective_from(
+    src: &Source,
+    value: Option<&Spanned<String>>,
+    errors: &mut Vec<ConfigError>,
+) -> chrono::NaiveDate {
+    let Some(value) = value else {
+        return chrono::NaiveDate::default();
+    };
+    chrono::NaiveDate::parse_from_str(value.get_ref(), "%Y-%m-%d").unwrap_or_else(|_| {
+        errors.push(src.at(
+            value,
+            "effective_from",
+            format!("`{}` is not a date like 2026-01-31", value.get_ref()),
+        ));
+        chrono::NaiveDate::default()
+    })
+}
+
+fn check_currency(src: &Source, currency: &Spanned<String>, errors: &mut Vec<ConfigError>) {
+    let code = currency.get_ref();
+    if code.len() != 3 || !code.chars().all(|ch| ch.is_ascii_uppercase()) {
+        errors.push(src.at(
+            currency,
+            "currency",
+            format!("`{code}` is not an ISO 4217 code like USD"),
+        ));
+    }
+}
+
+fn check_price(
+    src: &Source,
+    price: &Spanned<rust_decimal::Decimal>,
+    field: &str,
+    errors: &mut Vec<ConfigError>,
+) {
+    if price.get_ref().is_sign_negative() {
+        errors.push(src.at(price, field, "a price must not be negative"));
+    }
 }
 
 /// An HTTP field name: one or more token characters (RFC 9110).
@@ -921,14 +1080,17 @@ fn validate_tiers(
             declared.push(tier);
         }
     }
-    cards
-        .iter()
-        .map(|card| {
+    let mut priced: Vec<&str> = cards.iter().map(|c| c.tier.as_str()).collect();
+    priced.sort_unstable();
+    priced.dedup();
+    priced
+        .into_iter()
+        .map(|id| {
             declared
                 .iter()
-                .find(|t| t.id == card.tier)
+                .find(|t| t.id == id)
                 .cloned()
-                .unwrap_or_else(|| Tier::default_for(&card.tier))
+                .unwrap_or_else(|| Tier::default_for(id))
         })
         .collect()
 }

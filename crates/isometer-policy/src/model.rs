@@ -1,8 +1,10 @@
 //! The validated configuration.
 
 use crate::host_rule::HostRule;
+use chrono::NaiveDate;
 use isometer_core::Outcome;
 use rust_decimal::Decimal;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,7 +17,10 @@ pub struct Config {
     pub tenants: Vec<Tenant>,
     pub tools: Vec<Tool>,
     pub policies: Vec<Policy>,
+    /// Every rate card version, by tier and then effective date.
     pub rate_cards: Vec<RateCard>,
+    /// Every price plan version, by tenant and then effective date.
+    pub plans: Vec<PricePlan>,
     pub secret_profiles: Vec<SecretProfile>,
     /// Admission and loop caps of every tier a rate card prices (defaults for a tier
     /// `tiers.toml` does not declare).
@@ -246,15 +251,44 @@ impl Default for LoopCaps {
     }
 }
 
+/// What one attempt costs the operator, for a tier, from a date on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateCard {
     pub tier: String,
     pub version: String,
+    /// First day (UTC) the card prices attempts.
+    pub effective_from: NaiveDate,
     pub currency: String,
     pub price_per_fuel_unit: Decimal,
     pub price_per_gib_second: Decimal,
     pub price_per_egress_gib: Decimal,
     pub price_per_invocation: Decimal,
+}
+
+/// What a tenant pays, from a date on: a price per successful task of each use case.
+/// Retries, failures and denials are never billed; exploratory tasks cost
+/// `exploratory_price_per_task`, nothing by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PricePlan {
+    pub tenant_id: String,
+    pub version: String,
+    /// First day (UTC) the plan bills tasks.
+    pub effective_from: NaiveDate,
+    pub currency: String,
+    pub price_per_task: BTreeMap<String, Decimal>,
+    pub default_price_per_task: Option<Decimal>,
+    pub exploratory_price_per_task: Decimal,
+}
+
+impl PricePlan {
+    /// The price of one successful customer-visible task of `use_case`; `None` when the
+    /// plan names no price for it.
+    pub fn price(&self, use_case: &str) -> Option<Decimal> {
+        self.price_per_task
+            .get(use_case)
+            .copied()
+            .or(self.default_price_per_task)
+    }
 }
 
 impl Config {
@@ -273,8 +307,33 @@ impl Config {
             .find(|p| p.tool_id == tool_id && p.tenant_tier == tier)
     }
 
-    pub fn rate_card(&self, tier: &str) -> Option<&RateCard> {
-        self.rate_cards.iter().find(|r| r.tier == tier)
+    /// The rate card pricing `tier`'s attempts on `day`: the latest one in effect.
+    pub fn rate_card_at(&self, tier: &str, day: NaiveDate) -> Option<&RateCard> {
+        self.rate_cards
+            .iter()
+            .filter(|r| r.tier == tier && r.effective_from <= day)
+            .max_by_key(|r| r.effective_from)
+    }
+
+    /// The currency `tier` is costed in (every card of a tier uses one).
+    pub fn currency_of_tier(&self, tier: &str) -> Option<&str> {
+        self.rate_cards
+            .iter()
+            .find(|r| r.tier == tier)
+            .map(|r| r.currency.as_str())
+    }
+
+    /// The rate card with this version label.
+    pub fn rate_card_version(&self, version: &str) -> Option<&RateCard> {
+        self.rate_cards.iter().find(|r| r.version == version)
+    }
+
+    /// The price plan billing `tenant_id`'s tasks on `day`: the latest one in effect.
+    pub fn plan_at(&self, tenant_id: &str, day: NaiveDate) -> Option<&PricePlan> {
+        self.plans
+            .iter()
+            .filter(|p| p.tenant_id == tenant_id && p.effective_from <= day)
+            .max_by_key(|p| p.effective_from)
     }
 
     /// A tier's admission and loop caps; every tier a rate card prices has them.

@@ -170,7 +170,7 @@ pub(crate) struct RawSecret {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RateCardsFile {
-    /// The rate cards, one `[[rate_card]]` table per tenant tier.
+    /// The rate cards: one `[[rate_card]]` table per tenant tier and effective date.
     #[serde(default)]
     pub(crate) rate_card: Vec<RawRateCard>,
 }
@@ -182,6 +182,8 @@ pub(crate) struct RawRateCard {
     pub(crate) tier: Spanned<String>,
     /// Version label, stored with every rated event so a cost can be recomputed.
     pub(crate) version: Spanned<String>,
+    /// First day (UTC, `YYYY-MM-DD`) the card prices attempts; absent means always.
+    pub(crate) effective_from: Option<Spanned<String>>,
     /// ISO 4217 currency code.
     pub(crate) currency: Spanned<String>,
     /// Price of one fuel unit, as a decimal string.
@@ -192,6 +194,35 @@ pub(crate) struct RawRateCard {
     pub(crate) price_per_egress_gib: Spanned<Decimal>,
     /// Price of one attempt that ran.
     pub(crate) price_per_invocation: Spanned<Decimal>,
+}
+
+/// `plans.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PlansFile {
+    /// The price plans: one `[[plan]]` table per tenant and effective date.
+    #[serde(default)]
+    pub(crate) plan: Vec<RawPlan>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPlan {
+    /// The tenant this plan bills.
+    pub(crate) tenant: Spanned<String>,
+    /// Version label, printed on statements.
+    pub(crate) version: Spanned<String>,
+    /// First day (UTC, `YYYY-MM-DD`) the plan bills tasks; absent means always.
+    pub(crate) effective_from: Option<Spanned<String>>,
+    /// ISO 4217 currency code; the same as the rate card of the tenant's tier.
+    pub(crate) currency: Spanned<String>,
+    /// Price of one successful customer-visible task, by use case.
+    #[serde(default)]
+    pub(crate) price_per_task: std::collections::BTreeMap<String, Spanned<Decimal>>,
+    /// Price of a successful task of a use case `price_per_task` does not name.
+    pub(crate) default_price_per_task: Option<Spanned<Decimal>>,
+    /// Price of one successful exploratory task (nothing unless given).
+    pub(crate) exploratory_price_per_task: Option<Spanned<Decimal>>,
 }
 
 /// `poisoning.toml`.

@@ -37,12 +37,7 @@ pub(crate) async fn dashboard(
     let config = state.gateway.config();
     let summaries = state.store.tenant_summaries().await?;
     let outcomes = state.store.outcome_counts().await?;
-    let currency_of = |tier: &str| {
-        config
-            .rate_card(tier)
-            .map_or("", |c| c.currency.as_str())
-            .to_owned()
-    };
+    let currency_of = |tier: &str| config.currency_of_tier(tier).unwrap_or_default().to_owned();
 
     // Totals come from the same rows as the table, so the page always agrees with itself.
     let (mut total_cost, mut total_tasks, mut total_attempts) = (Money::ZERO, 0, 0);

@@ -141,7 +141,10 @@ async fn a_policy_allowlist_and_the_task_context_reach_the_tool() {
         let tier = &config.tenant(&record.tenant_id).expect("tenant").tier;
         assert_eq!(
             signed.manifest.rate_card_version,
-            config.rate_card(tier).expect("card").version
+            config
+                .rate_card_at(tier, gateway.now().date_naive())
+                .expect("card")
+                .version
         );
         assert_eq!(
             signed.manifest.input_hash,

@@ -33,7 +33,7 @@ fn the_shipped_configuration_loads_and_resolves() {
     let acme = config.tenant("acme").expect("acme");
     let policy = config.policy_for("summarize", &acme.tier).expect("allowed");
     assert_eq!(policy.max_memory_bytes, 64 << 20);
-    assert!(config.rate_card(&acme.tier).is_some());
+    assert_eq!(config.currency_of_tier(&acme.tier), Some("USD"));
     // Deny by default: the free tier has no policy for the CPU-heavy tool.
     let initech = config.tenant("initech").expect("initech");
     assert!(config.policy_for("busy", &initech.tier).is_none());
@@ -84,6 +84,57 @@ fn the_version_follows_the_content() {
 }
 
 /// Adds `line` to the first policy, after its line 12.
+#[test]
+fn rate_cards_and_plans_take_effect_on_their_dates() {
+    let day = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("day");
+    let dir = edited("rate_cards.toml", |t| {
+        t + "\n[[rate_card]]\ntier = \"standard\"\nversion = \"standard-2026-06\"\n\
+             effective_from = \"2026-06-01\"\ncurrency = \"USD\"\n\
+             price_per_fuel_unit = \"0.000000000004\"\nprice_per_gib_second = \"0.00001\"\n\
+             price_per_egress_gib = \"0.05\"\nprice_per_invocation = \"0.0000001\"\n"
+    });
+    std::fs::write(
+        dir.path().join("plans.toml"),
+        "[[plan]]\ntenant = \"acme\"\nversion = \"a1\"\ncurrency = \"USD\"\n\
+         price_per_task = { summaries = \"0.01\" }\n\n\
+         [[plan]]\ntenant = \"acme\"\nversion = \"a2\"\neffective_from = \"2026-03-01\"\n\
+         currency = \"USD\"\ndefault_price_per_task = \"0.02\"\n",
+    )
+    .expect("plans");
+    let config = Config::load(dir.path()).expect("valid");
+    let card = |d| {
+        config
+            .rate_card_at("standard", day(d))
+            .map(|c| c.version.as_str())
+    };
+    assert_eq!(card("2026-05-31"), Some("standard-2026-01"));
+    assert_eq!(card("2026-06-01"), Some("standard-2026-06"));
+    assert_eq!(card("2027-01-01"), Some("standard-2026-06"));
+    assert_eq!(
+        config
+            .rate_card_version("standard-2026-01")
+            .map(|c| c.effective_from),
+        Some(chrono::NaiveDate::default())
+    );
+    let plan = |d| config.plan_at("acme", day(d)).expect("plan");
+    assert_eq!(plan("2026-02-28").version, "a1");
+    assert_eq!(
+        plan("2026-02-28").price("summaries"),
+        Some("0.01".parse().expect("decimal"))
+    );
+    assert_eq!(plan("2026-02-28").price("other"), None);
+    assert_eq!(plan("2026-03-01").version, "a2");
+    assert_eq!(
+        plan("2026-03-01").price("other"),
+        Some("0.02".parse().expect("decimal"))
+    );
+    assert_eq!(
+        plan("2026-03-01").exploratory_price_per_task,
+        rust_decimal::Decimal::ZERO
+    );
+    assert!(config.plan_at("globex", day("2026-03-01")).is_none());
+}
+
 fn after_first_policy(text: String, line: &str) -> String {
     text.replacen(
         "max_output_bytes = 262_144",
@@ -437,6 +488,79 @@ fn mistakes_are_reported_with_file_line_and_field() {
             13,
             "on_poisoning",
             "`deny` or `record`, not `block`",
+        ),
+        (
+            "plans.toml",
+            |t| t.replacen("tenant = \"acme\"", "tenant = \"acmee\"", 1),
+            8,
+            "tenant",
+            "no tenant `acmee`",
+        ),
+        (
+            "plans.toml",
+            |t| {
+                t.replacen(
+                    "effective_from = \"2026-01-01\"",
+                    "effective_from = \"2026-13-01\"",
+                    1,
+                )
+            },
+            10,
+            "effective_from",
+            "not a date like 2026-01-31",
+        ),
+        (
+            "plans.toml",
+            |t| t.replacen("currency = \"USD\"", "currency = \"EUR\"", 1),
+            11,
+            "currency",
+            "is costed in USD",
+        ),
+        (
+            "plans.toml",
+            |t| {
+                t.replacen(
+                    "support-summary = \"0.004\"",
+                    "support-summary = \"-0.004\"",
+                    1,
+                )
+            },
+            14,
+            "price_per_task.support-summary",
+            "must not be negative",
+        ),
+        (
+            "plans.toml",
+            |t| t.replacen("tenant = \"globex\"", "tenant = \"acme\"", 1),
+            19,
+            "tenant",
+            "two plans in effect from 2026-01-01",
+        ),
+        (
+            "rate_cards.toml",
+            |t| {
+                t.replacen(
+                    "version = \"standard-2026-01\"",
+                    "version = \"free-2026-01\"",
+                    1,
+                )
+            },
+            17,
+            "version",
+            "names two rate cards",
+        ),
+        (
+            "rate_cards.toml",
+            |t| {
+                t.replacen(
+                    "version = \"free-2026-01\"",
+                    "version = \"free-2026-01\"\neffective_from = \"soon\"",
+                    1,
+                )
+            },
+            9,
+            "effective_from",
+            "not a date",
         ),
     ];
     for (file, edit, line, field, words) in cases {
