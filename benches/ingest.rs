@@ -87,6 +87,7 @@ fn task(i: u64, run: &str) -> (Vec<UsageEvent>, TaskRecord) {
         outcome: Outcome::Success,
         attempts,
         total_cost: events.iter().map(|e| e.cost).sum(),
+        compliant: true,
         control: Default::default(),
     };
     (events, record)

@@ -125,6 +125,9 @@ pub struct TaskRecord {
     pub outcome: Outcome,
     pub attempts: u16,
     pub total_cost: Money,
+    /// Every attempt's verdict was allow and its evidence complete: with outcome
+    /// `success`, a policy-compliant task.
+    pub compliant: bool,
     /// What the gateway's controls did to the task: retries stopped, fallback, loop cap.
     pub control: TaskControl,
 }

@@ -373,7 +373,7 @@ impl Gateway {
         // Borrowed from the task's version, not copied per task.
         let loaded = plan.loaded.clone();
         let tier = {
-            let (tenant, _) = loaded.tenant_and_card(&plan.tenant_id)?;
+            let tenant = loaded.tenant(&plan.tenant_id)?;
             match loaded.config.tier(&tenant.tier) {
                 Some(tier) => std::borrow::Cow::Borrowed(tier),
                 None => std::borrow::Cow::Owned(Tier::default_for(&tenant.tier)),
@@ -616,10 +616,7 @@ impl Gateway {
             output,
             attempts,
             total_cost: task.total_cost,
-            currency: plan
-                .tenant_and_card()
-                .map(|(_, card)| card.currency.clone())
-                .unwrap_or_default(),
+            currency: plan.currency(),
             approval,
             fallback: task.control.fallback,
             retry_stop: task.control.retry_stop,
@@ -644,7 +641,7 @@ impl Gateway {
     ) -> Result<TaskResponse, GatewayError> {
         // The plan's names move into the answer; its version stays alive for the lookups.
         let loaded = plan.loaded.clone();
-        let (tenant, card) = loaded.tenant_and_card(&plan.tenant_id)?;
+        let tenant = loaded.tenant(&plan.tenant_id)?;
         let (Some(first), Some(last)) = (attempts.first(), attempts.last()) else {
             return Err(GatewayError::InvalidRequest(format!(
                 "task `{}` ended without an attempt",
@@ -677,7 +674,7 @@ impl Gateway {
                 confidence: plan.confidence,
                 policy_id: manifest.policy_id.clone(),
                 artifact_hash: manifest.artifact_hash.clone(),
-                rate_card_version: card.version.clone(),
+                rate_card_version: manifest.rate_card_version.clone(),
                 cost: manifest.cost,
             });
             evidence.push(ManifestRecord {
@@ -714,6 +711,9 @@ impl Gateway {
             outcome: last.report.outcome,
             attempts: u16::try_from(attempts.len()).unwrap_or(u16::MAX),
             total_cost,
+            compliant: events
+                .iter()
+                .all(|e| e.verdict == Verdict::Allow && e.evidence_complete),
             control: control.clone(),
         };
         self.writer
@@ -721,6 +721,7 @@ impl Gateway {
             .await?;
 
         let outcome = last.report.outcome;
+        let currency = plan.currency();
         let output = match fallback {
             Some(body) => body,
             None if last.signed.manifest.output_withheld => serde_json::Value::Null,
@@ -752,7 +753,7 @@ impl Gateway {
                 })
                 .collect(),
             total_cost,
-            currency: card.currency.clone(),
+            currency,
             approval: plan
                 .approval_id
                 .as_deref()
@@ -830,7 +831,7 @@ impl Gateway {
     /// Runs one attempt under the tenant's policy for the tool and seals its evidence;
     /// records nothing. Deny by default: without a policy nothing runs.
     pub async fn attempt(&self, plan: &AttemptPlan) -> Result<SealedAttempt, GatewayError> {
-        let (tenant, _) = plan.tenant_and_card()?;
+        let tenant = plan.loaded.tenant(&plan.tenant_id)?;
         let policy = plan
             .loaded
             .config
@@ -928,7 +929,8 @@ impl Gateway {
         started: chrono::DateTime<chrono::Utc>,
         mut poisoning: Vec<PoisoningHit>,
     ) -> Result<SealedAttempt, GatewayError> {
-        let (tenant, card) = plan.tenant_and_card()?;
+        let tenant = plan.loaded.tenant(&plan.tenant_id)?;
+        let card = plan.loaded.card(&tenant.tier, started)?;
         let finished = started
             + TimeDelta::microseconds(i64::try_from(report.usage.wall_time_us).unwrap_or(i64::MAX));
         let cost = isometer_billing::rate(&report.usage, ran.is_some(), card).total;
@@ -1277,10 +1279,7 @@ fn waiting(plan: &AttemptPlan, approval: &Approval) -> TaskResponse {
         output: serde_json::Value::Null,
         attempts: Vec::new(),
         total_cost: isometer_core::Money::ZERO,
-        currency: plan
-            .tenant_and_card()
-            .map(|(_, card)| card.currency.clone())
-            .unwrap_or_default(),
+        currency: plan.currency(),
         approval: Some(ApprovalTicket::from(approval)),
         fallback: false,
         retry_stop: None,
@@ -1326,9 +1325,14 @@ impl AttemptPlan {
         &self.loaded.config
     }
 
-    /// The task's tenant and the rate card of its tier, in the plan's version.
-    fn tenant_and_card(&self) -> Result<(&Tenant, &RateCard), GatewayError> {
-        self.loaded.tenant_and_card(&self.tenant_id)
+    /// The currency the task is costed in; empty for an unknown tenant.
+    fn currency(&self) -> String {
+        self.loaded
+            .tenant(&self.tenant_id)
+            .ok()
+            .and_then(|t| self.loaded.config.currency_of_tier(&t.tier))
+            .unwrap_or_default()
+            .to_owned()
     }
 }
 
@@ -1348,17 +1352,21 @@ pub struct SealedAttempt {
 }
 
 impl Loaded {
-    /// A tenant and the rate card of its tier.
-    fn tenant_and_card(&self, tenant_id: &str) -> Result<(&Tenant, &RateCard), GatewayError> {
-        let tenant = self
-            .config
+    fn tenant(&self, tenant_id: &str) -> Result<&Tenant, GatewayError> {
+        self.config
             .tenant(tenant_id)
-            .ok_or_else(|| GatewayError::UnknownTenant(tenant_id.to_owned()))?;
-        let card = self
-            .config
-            .rate_card(&tenant.tier)
-            .ok_or_else(|| GatewayError::NoRateCard(tenant.tier.clone()))?;
-        Ok((tenant, card))
+            .ok_or_else(|| GatewayError::UnknownTenant(tenant_id.to_owned()))
+    }
+
+    /// The rate card pricing `tier`'s attempts at `at`.
+    fn card(
+        &self,
+        tier: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<&RateCard, GatewayError> {
+        self.config
+            .rate_card_at(tier, at.date_naive())
+            .ok_or_else(|| GatewayError::NoRateCard(tier.to_owned()))
     }
 
     /// Loads every tool's artifact (checking its pin) and builds every policy's egress
@@ -1399,7 +1407,7 @@ impl Loaded {
             artifacts.insert(tool.id.clone(), artifact);
         }
         for tenant in &config.tenants {
-            if config.rate_card(&tenant.tier).is_none() {
+            if config.currency_of_tier(&tenant.tier).is_none() {
                 return Err(GatewayError::NoRateCard(tenant.tier.clone()));
             }
         }

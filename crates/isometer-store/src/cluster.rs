@@ -2,9 +2,10 @@
 //! (`NAME_local`) and a `Distributed` table over them under the original name, all created
 //! `ON CLUSTER`, so the rest of isometer reads and writes the same names either way.
 //!
-//! The shipped migrations are written for one server; this rewrites the three shapes they
-//! use (CREATE TABLE, CREATE MATERIALIZED VIEW ... TO, ALTER TABLE) and refuses anything
-//! else, so a new migration cannot silently skip the cluster.
+//! The shipped migrations are written for one server; this rewrites the five shapes they
+//! use (CREATE TABLE, CREATE MATERIALIZED VIEW ... TO, ALTER TABLE, INSERT INTO ... SELECT
+//! to fill a new rollup, DROP TABLE IF EXISTS) and refuses anything else, so a new
+//! migration cannot silently skip the cluster.
 
 use crate::error::StoreError;
 
@@ -19,6 +20,7 @@ fn sharding_key(table: &str) -> &'static str {
         "config_versions" | "config_changes" => "cityHash64(version)",
         "api_keys" => "cityHash64(key_id)",
         "approvals" => "cityHash64(approval_id)",
+        "statements" => "cityHash64(tenant_id)",
         _ => "rand()",
     }
 }
@@ -69,6 +71,32 @@ pub(crate) fn for_cluster(
             format!("ALTER TABLE {database}.{name} ON CLUSTER {cluster}{change}"),
         ]);
     }
+    if let Some(rest) = sql.strip_prefix("INSERT INTO ") {
+        // Filling a rollup from recorded rows: once, through the Distributed tables, which
+        // read every shard and spread the result like any insert.
+        let (target, select) = split_name(rest).ok_or_else(not_understood)?;
+        let (before_from, from) = select.split_once("FROM ").ok_or_else(not_understood)?;
+        let (source, tail) = split_name(from).ok_or_else(not_understood)?;
+        return Ok(vec![format!(
+            "INSERT INTO {database}.{target}{before_from}FROM {database}.{source}{tail}"
+        )]);
+    }
+    if let Some(rest) = sql.strip_prefix("DROP TABLE IF EXISTS ") {
+        let (name, tail) = split_name(rest).ok_or_else(not_understood)?;
+        if !tail.trim().is_empty() {
+            return Err(not_understood());
+        }
+        // A view exists once per shard under its own name; a table is also a local table.
+        if name.ends_with("_mv") {
+            return Ok(vec![format!(
+                "DROP TABLE IF EXISTS {database}.{name} ON CLUSTER {cluster}"
+            )]);
+        }
+        return Ok(vec![
+            format!("DROP TABLE IF EXISTS {database}.{name} ON CLUSTER {cluster}"),
+            format!("DROP TABLE IF EXISTS {database}.{name}_local ON CLUSTER {cluster}"),
+        ]);
+    }
     Err(not_understood())
 }
 
@@ -110,6 +138,31 @@ mod tests {
                 "CREATE TABLE IF NOT EXISTS isometer.usage_events ON CLUSTER shards AS isometer.usage_events_local ENGINE = Distributed(shards, isometer, usage_events_local, cityHash64(task_id))",
             ]
         );
+    }
+
+    #[test]
+    fn fills_read_and_write_the_distributed_tables_and_drops_reach_every_shard() {
+        let out = for_cluster(
+            "INSERT INTO r\nSELECT a, countState() AS n\nFROM tasks\nGROUP BY a",
+            "shards",
+            "db",
+        )
+        .expect("understood");
+        assert_eq!(
+            out,
+            ["INSERT INTO db.r\nSELECT a, countState() AS n\nFROM db.tasks\nGROUP BY a"]
+        );
+        let out = for_cluster("DROP TABLE IF EXISTS r_mv", "shards", "db").expect("understood");
+        assert_eq!(out, ["DROP TABLE IF EXISTS db.r_mv ON CLUSTER shards"]);
+        let out = for_cluster("DROP TABLE IF EXISTS r", "shards", "db").expect("understood");
+        assert_eq!(
+            out,
+            [
+                "DROP TABLE IF EXISTS db.r ON CLUSTER shards",
+                "DROP TABLE IF EXISTS db.r_local ON CLUSTER shards"
+            ]
+        );
+        assert!(for_cluster("DROP TABLE IF EXISTS r SYNC", "shards", "db").is_err());
     }
 
     #[test]

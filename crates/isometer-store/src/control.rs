@@ -1,6 +1,7 @@
-//! The control plane's records: configuration changes, API keys and approvals. They are
-//! few and written directly, not through the usage spool; a key or an approval that
-//! changes state takes a new row with a higher version, and readers take the latest.
+//! The control plane's records: configuration changes, API keys, approvals and issued
+//! statements. They are few and written directly, not through the usage spool; a key or
+//! an approval that changes state takes a new row with a higher version, and readers take
+//! the latest.
 
 use crate::Store;
 use crate::error::StoreError;
@@ -177,5 +178,54 @@ impl Store {
             ))
             .fetch_all()
             .await?)
+    }
+}
+
+/// One issued version of a tenant's statement for a period (`YYYY-MM`).
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
+pub struct StatementRow {
+    pub tenant_id: String,
+    pub period: String,
+    pub version: u32,
+    pub issued_ms: u64,
+    /// sha256 of `body`.
+    pub sha256: String,
+    /// What changed since the version before, one change per line.
+    pub changes: String,
+    /// The statement as canonical JSON.
+    pub body: String,
+}
+
+impl crate::Store {
+    pub async fn record_statement(&self, row: &StatementRow) -> Result<(), StoreError> {
+        let mut insert = self.client.insert::<StatementRow>("statements").await?;
+        insert.write(row).await?;
+        Ok(insert.end().await?)
+    }
+
+    /// Every issued version of a tenant's statement for `period`, oldest first; of two
+    /// rows written for one version, the earlier.
+    pub async fn statement_versions(
+        &self,
+        tenant_id: &str,
+        period: &str,
+    ) -> Result<Vec<StatementRow>, StoreError> {
+        let rows: Vec<StatementRow> = self
+            .client
+            .query(
+                "SELECT ?fields FROM statements WHERE tenant_id = ? AND period = ? \
+                 ORDER BY version, issued_ms, sha256",
+            )
+            .bind(tenant_id)
+            .bind(period)
+            .fetch_all()
+            .await?;
+        let mut versions: Vec<StatementRow> = Vec::with_capacity(rows.len());
+        for row in rows {
+            if versions.last().is_none_or(|v| v.version != row.version) {
+                versions.push(row);
+            }
+        }
+        Ok(versions)
     }
 }

@@ -8,6 +8,7 @@ mod archive;
 mod cluster;
 mod control;
 mod error;
+mod kpi;
 mod managed;
 mod migrate;
 mod queries;
@@ -15,8 +16,12 @@ mod rows;
 mod spool;
 mod writer;
 
-pub use control::{ApiKeyRow, ApprovalRow, ConfigChangeRecord, ConfigChangeRow};
+pub use control::{ApiKeyRow, ApprovalRow, ConfigChangeRecord, ConfigChangeRow, StatementRow};
 pub use error::StoreError;
+pub use kpi::{
+    AttemptGroup, Bucket, Filter, GroupP95, Source, TaskGroup, from_picos, p95_of_buckets, picos,
+    three_digits,
+};
 pub use managed::{ManagedClickHouse, ServerOptions};
 pub use migrate::{Migration, MigrationReport};
 pub use queries::{OutcomeCount, Reconciliation, TenantSummary, Totals};

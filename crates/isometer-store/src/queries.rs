@@ -71,7 +71,7 @@ impl crate::Store {
                  sum(a) AS attempts, sum(c) AS cost \
                  FROM (SELECT tenant_id, outcome, countMerge(tasks) AS n, \
                        sumMerge(attempts) AS a, sumMerge(total_cost) AS c \
-                       FROM tasks_daily GROUP BY tenant_id, outcome) \
+                       FROM task_kpis_daily GROUP BY tenant_id, outcome) \
                  GROUP BY tenant_id ORDER BY tenant_id",
             )
             .fetch_all()
@@ -99,7 +99,9 @@ impl crate::Store {
             .await?;
         let event_rollup: CountSum = self
             .client
-            .query("SELECT countMerge(attempts), toUInt64(0), sumMerge(cost) FROM usage_daily")
+            .query(
+                "SELECT countMerge(attempts), toUInt64(0), sumMerge(cost) FROM attempt_kpis_daily",
+            )
             .fetch_one()
             .await?;
         let tasks: CountSum = self
@@ -109,7 +111,9 @@ impl crate::Store {
             .await?;
         let task_rollup: CountSum = self
             .client
-            .query("SELECT countMerge(tasks), toUInt64(0), sumMerge(total_cost) FROM tasks_daily")
+            .query(
+                "SELECT countMerge(tasks), toUInt64(0), sumMerge(total_cost) FROM task_kpis_daily",
+            )
             .fetch_one()
             .await?;
         Ok(Reconciliation {

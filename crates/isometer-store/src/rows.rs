@@ -198,6 +198,56 @@ pub(crate) struct TaskRow {
     fallback: u8,
     cap: String,
     avoided_cost: i128,
+    compliant: u8,
+}
+
+/// A task row as spool payload format 3 wrote it, before the compliance flag.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TaskRowV3 {
+    task_id: String,
+    submitted_date: u16,
+    submitted_ms: u64,
+    finished_ms: u64,
+    tenant_id: String,
+    tier: String,
+    use_case: String,
+    tool_id: String,
+    run_id: String,
+    run_class: String,
+    outcome: String,
+    attempts: u16,
+    total_cost: i128,
+    batch_id: u64,
+    retry_stop: String,
+    fallback: u8,
+    cap: String,
+    avoided_cost: i128,
+}
+
+#[cfg(test)]
+impl From<&TaskRow> for TaskRowV3 {
+    fn from(r: &TaskRow) -> Self {
+        TaskRowV3 {
+            task_id: r.task_id.clone(),
+            submitted_date: r.submitted_date,
+            submitted_ms: r.submitted_ms,
+            finished_ms: r.finished_ms,
+            tenant_id: r.tenant_id.clone(),
+            tier: r.tier.clone(),
+            use_case: r.use_case.clone(),
+            tool_id: r.tool_id.clone(),
+            run_id: r.run_id.clone(),
+            run_class: r.run_class.clone(),
+            outcome: r.outcome.clone(),
+            attempts: r.attempts,
+            total_cost: r.total_cost,
+            batch_id: r.batch_id,
+            retry_stop: r.retry_stop.clone(),
+            fallback: r.fallback,
+            cap: r.cap.clone(),
+            avoided_cost: r.avoided_cost,
+        }
+    }
 }
 
 /// A task row as spool payload formats 1 and 2 wrote it, before the gateway's controls.
@@ -244,6 +294,7 @@ impl From<&TaskRow> for TaskRowV2 {
 impl From<TaskRowV2> for TaskRow {
     fn from(r: TaskRowV2) -> Self {
         TaskRow {
+            compliant: compliant_before_format_4(&r.outcome),
             task_id: r.task_id,
             submitted_date: r.submitted_date,
             submitted_ms: r.submitted_ms,
@@ -264,6 +315,39 @@ impl From<TaskRowV2> for TaskRow {
             avoided_cost: 0,
         }
     }
+}
+
+impl From<TaskRowV3> for TaskRow {
+    fn from(r: TaskRowV3) -> Self {
+        TaskRow {
+            compliant: compliant_before_format_4(&r.outcome),
+            task_id: r.task_id,
+            submitted_date: r.submitted_date,
+            submitted_ms: r.submitted_ms,
+            finished_ms: r.finished_ms,
+            tenant_id: r.tenant_id,
+            tier: r.tier,
+            use_case: r.use_case,
+            tool_id: r.tool_id,
+            run_id: r.run_id,
+            run_class: r.run_class,
+            outcome: r.outcome,
+            attempts: r.attempts,
+            total_cost: r.total_cost,
+            batch_id: r.batch_id,
+            retry_stop: r.retry_stop,
+            fallback: r.fallback,
+            cap: r.cap,
+            avoided_cost: r.avoided_cost,
+        }
+    }
+}
+
+/// Records written before tasks carried a compliance flag count a successful task as
+/// compliant, as migration 0011 does for the rows already in ClickHouse: a successful
+/// final attempt had passed the fail-closed evidence check.
+fn compliant_before_format_4(outcome: &str) -> u8 {
+    u8::from(outcome == "success")
 }
 
 impl TryFrom<&TaskRecord> for TaskRow {
@@ -297,6 +381,7 @@ impl TryFrom<&TaskRecord> for TaskRow {
                 .map(|c| c.as_str().to_owned())
                 .unwrap_or_default(),
             avoided_cost: money_to_i128(t.control.avoided_cost)?,
+            compliant: u8::from(t.compliant),
         })
     }
 }
@@ -323,6 +408,7 @@ impl TaskRow {
             run_id: self.run_id,
             attempts: self.attempts,
             total_cost: money_from_i128(self.total_cost)?,
+            compliant: self.compliant != 0,
             control: TaskControl {
                 retry_stop: match self.retry_stop.as_str() {
                     "" => None,

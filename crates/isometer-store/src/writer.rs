@@ -15,7 +15,7 @@
 
 use crate::Store;
 use crate::error::StoreError;
-use crate::rows::{EventRow, ManifestRecord, ManifestRow, Shipped, TaskRow, TaskRowV2};
+use crate::rows::{EventRow, ManifestRecord, ManifestRow, Shipped, TaskRow, TaskRowV2, TaskRowV3};
 use crate::spool::{Spool, SpoolError, SpoolOptions, SpoolReader, SpoolRecord, SpoolStatus};
 use clickhouse::Client;
 use isometer_core::{TaskRecord, UsageEvent};
@@ -275,8 +275,9 @@ pub fn spool_status(dir: &Path) -> Result<SpoolStatus, StoreError> {
 /// The layout of a spool record's payload: a byte naming it, then the rows (postcard).
 /// A new row layout takes a new number, so records written before it still decode.
 /// Format 1: (events, task). Format 2: (events, task, manifests). Format 3: the task row
-/// carries the gateway's controls (retry stop, fallback, loop cap, avoided cost).
-const PAYLOAD_FORMAT: u8 = 3;
+/// carries the gateway's controls (retry stop, fallback, loop cap, avoided cost). Format 4:
+/// and the compliance flag.
+const PAYLOAD_FORMAT: u8 = 4;
 
 /// A task's rows as one spool record.
 fn encode_task(
@@ -305,6 +306,9 @@ fn decode_task(record: &SpoolRecord) -> Result<TaskRows, StoreError> {
     };
     match record.payload.split_first() {
         Some((&PAYLOAD_FORMAT, rows)) => postcard::from_bytes(rows).map_err(undecodable),
+        Some((3, rows)) => postcard::from_bytes(rows)
+            .map(|(events, task, manifests): (_, TaskRowV3, _)| (events, task.into(), manifests))
+            .map_err(undecodable),
         Some((2, rows)) => postcard::from_bytes(rows)
             .map(|(events, task, manifests): (_, TaskRowV2, _)| (events, task.into(), manifests))
             .map_err(undecodable),
@@ -755,6 +759,7 @@ mod tests {
             outcome: Outcome::Success,
             attempts: 1,
             total_cost: "0.5".parse().expect("decimal"),
+            compliant: false,
             control: isometer_core::TaskControl::default(),
         }
     }
@@ -782,6 +787,14 @@ mod tests {
         postcard::to_io(&rows, &mut format2).expect("encoded");
         let (_, task_row, _) = decode_task(&record(format2)).expect("decodes");
         assert_eq!(task_row.key(), "t1");
+        let mut format3 = vec![3u8];
+        let v3 = TaskRowV3::from(&TaskRow::try_from(&task()).expect("row"));
+        let rows: (Vec<EventRow>, TaskRowV3, Vec<ManifestRow>) = (Vec::new(), v3, Vec::new());
+        postcard::to_io(&rows, &mut format3).expect("encoded");
+        let (_, task_row, _) = decode_task(&record(format3)).expect("decodes");
+        // A successful task written before the flag counts as compliant.
+        let back = task_row.into_record().expect("record");
+        assert_eq!((back.task_id.as_str(), back.compliant), ("t1", true));
 
         let manifest = ManifestRecord {
             manifest_id: "t1/1".into(),

@@ -76,6 +76,7 @@ fn generated(i: u64) -> (Vec<UsageEvent>, TaskRecord) {
         outcome: Outcome::Success,
         attempts,
         total_cost: events.iter().map(|e| e.cost).sum(),
+        compliant: true,
         control: Default::default(),
     };
     (events, task)

@@ -2,6 +2,7 @@
 
 mod cluster;
 mod faults;
+mod kpi;
 mod managed;
 mod migrations;
 mod writer;

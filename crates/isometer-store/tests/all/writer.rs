@@ -59,6 +59,7 @@ fn task(id: &str, tenant: &str, events: &[UsageEvent]) -> TaskRecord {
         outcome: last.outcome,
         attempts: events.len() as u16,
         total_cost: events.iter().map(|e| e.cost).sum(),
+        compliant: true,
         control: Default::default(),
     }
 }
