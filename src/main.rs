@@ -55,6 +55,76 @@ enum Command {
     /// API keys: create (the key is printed once, on the last line), list, revoke.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The FinOps KPIs over a period (days, both included, UTC).
+    Kpi(KpiArgs),
+    /// A tenant's usage statement for a month: issued (stored, immutable) once the month is
+    /// over, a draft before.
+    Statement(StatementArgs),
+    /// Export costs in a standard format.
+    #[command(subcommand)]
+    Export(ExportCommand),
+}
+
+#[derive(Debug, Args)]
+struct KpiArgs {
+    /// First day, `YYYY-MM-DD`.
+    #[arg(long)]
+    from: chrono::NaiveDate,
+    /// Last day, `YYYY-MM-DD` (included).
+    #[arg(long)]
+    to: chrono::NaiveDate,
+    #[arg(long)]
+    tenant: Option<String>,
+    #[arg(long)]
+    use_case: Option<String>,
+    #[arg(long)]
+    tool: Option<String>,
+    /// `customer` or `exploratory`.
+    #[arg(long)]
+    run_class: Option<String>,
+    /// Compute from the raw tables instead of the rollups (slower; the same answers).
+    #[arg(long)]
+    raw: bool,
+    /// Print one JSON object; amounts and ratios as decimal strings.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum StatementFormat {
+    Html,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct StatementArgs {
+    #[arg(long)]
+    tenant: String,
+    /// The month, `YYYY-MM`.
+    #[arg(long)]
+    period: String,
+    #[arg(long, value_enum, default_value = "html")]
+    format: StatementFormat,
+    /// Write here instead of to stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// When the recorded usage no longer gives the statement on record, issue the next
+    /// version (saying what changed) instead of printing the one on record.
+    #[arg(long)]
+    reissue: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum ExportCommand {
+    /// A month's charges to every tenant as FOCUS 1.2 CSV.
+    Focus {
+        /// The month, `YYYY-MM`.
+        #[arg(long)]
+        period: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

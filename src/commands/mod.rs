@@ -1,5 +1,6 @@
 //! One module per subcommand, and the glue they share: settings, ClickHouse, shutdown.
 
+mod billing;
 mod demo;
 mod keys;
 mod replay;
@@ -68,6 +69,30 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 let store = open_store(&cli, &url).await?;
                 store.migrate().await.context("migrating")?;
                 keys::keys(&cli, command, &store).await
+            })
+        }
+        Command::Kpi(args) => {
+            let (_server, url) = clickhouse(&cli)?;
+            runtime.block_on(async {
+                let store = open_store(&cli, &url).await?;
+                store.migrate().await.context("migrating")?;
+                billing::kpi(&cli, args, &store).await
+            })
+        }
+        Command::Statement(args) => {
+            let (_server, url) = clickhouse(&cli)?;
+            runtime.block_on(async {
+                let store = open_store(&cli, &url).await?;
+                store.migrate().await.context("migrating")?;
+                billing::statement(&cli, args, &store).await
+            })
+        }
+        Command::Export(crate::ExportCommand::Focus { period, out }) => {
+            let (_server, url) = clickhouse(&cli)?;
+            runtime.block_on(async {
+                let store = open_store(&cli, &url).await?;
+                store.migrate().await.context("migrating")?;
+                billing::focus(&cli, period, out, &store).await
             })
         }
         Command::Demo(args) => {

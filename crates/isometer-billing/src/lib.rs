@@ -1,10 +1,24 @@
-//! Rating: what an attempt cost, from its usage and the tenant tier's rate card.
+//! Money: rating an attempt from its usage and the rate card, the FinOps KPIs, tenant
+//! statements and the FOCUS export.
 //!
 //! **Architecture Invariant:** money is `Decimal`, never `f64`.
 //!
-//! Rounding: every intermediate product is exact in `Decimal` (28 significant digits); the
-//! cost of an attempt is rounded once, half away from zero, to [`COST_SCALE`] decimal
-//! places, the precision of the `Decimal128(12)` columns that store it.
+//! Rounding:
+//! - every intermediate product is exact in `Decimal` (28 significant digits);
+//! - the cost of an attempt is rounded once, half away from zero, to [`COST_SCALE`]
+//!   decimal places, the precision of the `Decimal128(12)` columns that store it; sums of
+//!   costs are exact;
+//! - a KPI that divides (cost per task) is rounded the same way; ratios to
+//!   [`kpi::RATIO_SCALE`] places;
+//! - each statement line is rounded half up (away from zero) to the currency's minor unit,
+//!   and the statement's totals add the rounded lines.
+
+pub mod focus;
+pub mod kpi;
+pub mod statement;
+
+pub use kpi::{BillingError, Kpis, kpis};
+pub use statement::{IssueOutcome, Statement, issue_statement};
 
 use isometer_core::{Money, Usage};
 use isometer_policy::RateCard;
@@ -15,6 +29,11 @@ pub const COST_SCALE: u32 = 12;
 
 const BYTES_PER_GIB: u64 = 1 << 30;
 const MICROS_PER_SECOND: u64 = 1_000_000;
+
+/// `m` rounded half away from zero to [`COST_SCALE`] places.
+pub fn round_money(m: Money) -> Money {
+    m.round_dp_with_strategy(COST_SCALE, RoundingStrategy::MidpointAwayFromZero)
+}
 
 /// The itemised cost of one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,8 +59,7 @@ pub fn rate(usage: &Usage, ran: bool, card: &RateCard) -> Rated {
     let egress =
         Money::from(usage.egress_bytes) / Money::from(BYTES_PER_GIB) * card.price_per_egress_gib;
     let invocation = card.price_per_invocation;
-    let total = (fuel + memory + egress + invocation)
-        .round_dp_with_strategy(COST_SCALE, RoundingStrategy::MidpointAwayFromZero);
+    let total = round_money(fuel + memory + egress + invocation);
     Rated {
         fuel,
         memory,
@@ -64,6 +82,7 @@ mod tests {
         RateCard {
             tier: "standard".into(),
             version: "standard-test".into(),
+            effective_from: chrono::NaiveDate::default(),
             currency: "USD".into(),
             price_per_fuel_unit: d("0.000000000005"),
             price_per_gib_second: d("0.0000166667"),

@@ -1,0 +1,3 @@
+//! Billing tests against a real ClickHouse server.
+
+mod golden;
