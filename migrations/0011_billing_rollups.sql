@@ -3,7 +3,7 @@
 -- attempt had passed the fail-closed evidence check). Four daily rollups, fed by
 -- materialized views, replace the two of 0005: task and attempt counts and sums split
 -- the way KPIs and statements split them, and two histograms (task cost in picos and
--- attempt wall time in microseconds, each truncated to three significant digits) for the
+-- attempt wall time in microseconds, each truncated to two significant digits) for the
 -- p95 figures. Each rollup is filled from the rows already recorded when it is created.
 ALTER TABLE tasks ADD COLUMN compliant UInt8 DEFAULT toUInt8(outcome = 'success');
 
@@ -94,25 +94,25 @@ CREATE TABLE IF NOT EXISTS task_cost_hist_daily
     tool_id String,
     run_class String,
     cost_bucket UInt64,
-    tasks AggregateFunction(count)
+    tasks UInt64
 )
-ENGINE = AggregatingMergeTree
+ENGINE = SummingMergeTree
 PARTITION BY toYYYYMM(submitted_date)
 ORDER BY (tenant_id, submitted_date, use_case, tool_id, run_class, cost_bucket);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS task_cost_hist_daily_mv TO task_cost_hist_daily AS
 SELECT
     submitted_date, tenant_id, use_case, tool_id, run_class,
-    intDiv(toUInt64(total_cost * 1000000000000), intExp10(greatest(toInt64(length(toString(toUInt64(total_cost * 1000000000000)))) - 3, 0))) * intExp10(greatest(toInt64(length(toString(toUInt64(total_cost * 1000000000000)))) - 3, 0)) AS cost_bucket,
-    countState() AS tasks
+    intDiv(toUInt64(total_cost * 1000000000000), intExp10(greatest(toInt64(length(toString(toUInt64(total_cost * 1000000000000)))) - 2, 0))) * intExp10(greatest(toInt64(length(toString(toUInt64(total_cost * 1000000000000)))) - 2, 0)) AS cost_bucket,
+    count() AS tasks
 FROM tasks
 GROUP BY submitted_date, tenant_id, use_case, tool_id, run_class, cost_bucket;
 
 INSERT INTO task_cost_hist_daily
 SELECT
     submitted_date, tenant_id, use_case, tool_id, run_class,
-    intDiv(toUInt64(total_cost * 1000000000000), intExp10(greatest(toInt64(length(toString(toUInt64(total_cost * 1000000000000)))) - 3, 0))) * intExp10(greatest(toInt64(length(toString(toUInt64(total_cost * 1000000000000)))) - 3, 0)) AS cost_bucket,
-    countState() AS tasks
+    intDiv(toUInt64(total_cost * 1000000000000), intExp10(greatest(toInt64(length(toString(toUInt64(total_cost * 1000000000000)))) - 2, 0))) * intExp10(greatest(toInt64(length(toString(toUInt64(total_cost * 1000000000000)))) - 2, 0)) AS cost_bucket,
+    count() AS tasks
 FROM tasks
 GROUP BY submitted_date, tenant_id, use_case, tool_id, run_class, cost_bucket;
 
@@ -124,17 +124,17 @@ CREATE TABLE IF NOT EXISTS attempt_latency_hist_daily
     use_case String,
     run_class String,
     wall_bucket UInt64,
-    attempts AggregateFunction(count)
+    attempts UInt64
 )
-ENGINE = AggregatingMergeTree
+ENGINE = SummingMergeTree
 PARTITION BY toYYYYMM(event_date)
 ORDER BY (tenant_id, event_date, tool_id, use_case, run_class, wall_bucket);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS attempt_latency_hist_daily_mv TO attempt_latency_hist_daily AS
 SELECT
     event_date, tenant_id, tool_id, use_case, run_class,
-    intDiv(wall_time_us, intExp10(greatest(toInt64(length(toString(wall_time_us))) - 3, 0))) * intExp10(greatest(toInt64(length(toString(wall_time_us))) - 3, 0)) AS wall_bucket,
-    countState() AS attempts
+    intDiv(wall_time_us, intExp10(greatest(toInt64(length(toString(wall_time_us))) - 2, 0))) * intExp10(greatest(toInt64(length(toString(wall_time_us))) - 2, 0)) AS wall_bucket,
+    count() AS attempts
 FROM usage_events
 WHERE policy_id != ''
 GROUP BY event_date, tenant_id, tool_id, use_case, run_class, wall_bucket;
@@ -142,8 +142,8 @@ GROUP BY event_date, tenant_id, tool_id, use_case, run_class, wall_bucket;
 INSERT INTO attempt_latency_hist_daily
 SELECT
     event_date, tenant_id, tool_id, use_case, run_class,
-    intDiv(wall_time_us, intExp10(greatest(toInt64(length(toString(wall_time_us))) - 3, 0))) * intExp10(greatest(toInt64(length(toString(wall_time_us))) - 3, 0)) AS wall_bucket,
-    countState() AS attempts
+    intDiv(wall_time_us, intExp10(greatest(toInt64(length(toString(wall_time_us))) - 2, 0))) * intExp10(greatest(toInt64(length(toString(wall_time_us))) - 2, 0)) AS wall_bucket,
+    count() AS attempts
 FROM usage_events
 WHERE policy_id != ''
 GROUP BY event_date, tenant_id, tool_id, use_case, run_class, wall_bucket;

@@ -5,7 +5,7 @@
 //! - cost per policy-compliant task: the same cost / successful tasks whose every attempt
 //!   was allowed with complete evidence;
 //! - retry tax ratio: cost of attempts numbered above 1 / cost of all attempts;
-//! - p95 cost per task by tenant and use case (three significant digits, see
+//! - p95 cost per task by tenant and use case (two significant digits, see
 //!   `isometer_store::kpi`);
 //! - billed amount: successful customer-visible tasks x the plan's price for the use case
 //!   on the day the task was submitted; successful exploratory tasks x the plan's

@@ -14,19 +14,21 @@ mod migrate;
 mod queries;
 mod rows;
 mod spool;
+mod synthetic;
 mod writer;
 
 pub use control::{ApiKeyRow, ApprovalRow, ConfigChangeRecord, ConfigChangeRow, StatementRow};
 pub use error::StoreError;
 pub use kpi::{
     AttemptGroup, Bucket, Filter, GroupP95, Source, TaskGroup, from_picos, p95_of_buckets, picos,
-    three_digits,
+    two_digits,
 };
 pub use managed::{ManagedClickHouse, ServerOptions};
 pub use migrate::{Migration, MigrationReport};
 pub use queries::{OutcomeCount, Reconciliation, TenantSummary, Totals};
 pub use rows::ManifestRecord;
 pub use spool::{Spool, SpoolError, SpoolOptions, SpoolReader, SpoolRecord, SpoolStatus};
+pub use synthetic::{SYNTHETIC_USE_CASES, SyntheticCounts};
 pub use writer::{UsageWriter, WriterOptions, WriterStatus, spool_status};
 
 use clickhouse::Client;

@@ -315,13 +315,13 @@ async fn kpis_by_hand() {
         .iter()
         .map(|p| (p.use_case.as_str(), p.p95, p.tasks))
         .collect();
-    // summaries: 0, 0, 0.0009, 0.0010, 0.0010, 0.00203456 -> index 5, to three digits.
+    // summaries: 0, 0, 0.0009, 0.0010, 0.0010, 0.00203456 -> index 5, to two digits.
     assert_eq!(
         p95,
         [
             ("misc", d("0.0007"), 1),
             ("reports", d("0.003"), 2),
-            ("summaries", d("0.00203"), 6)
+            ("summaries", d("0.0020"), 6)
         ]
     );
     assert_eq!(k.p95_tool_latency.len(), 1);

@@ -203,3 +203,37 @@ async fn rollups_and_raw_tables_give_the_same_answers() {
     tool.tool_id = Some("summarize".into());
     assert_sources_agree(&store, &tool).await;
 }
+
+#[tokio::test]
+async fn synthetic_usage_is_consistent_and_reaches_the_rollups() {
+    let store = isometer_testkit::database().await;
+    let from = NaiveDate::from_ymd_opt(2026, 9, 1).expect("day");
+    let first = store
+        .fill_synthetic(0, 20_000, from, 30, 20)
+        .await
+        .expect("filled");
+    let second = store
+        .fill_synthetic(20_000, 10_000, from, 30, 20)
+        .await
+        .expect("filled");
+    let events = first.events + second.events;
+    // One in ten tasks that ran retried once, one in fifty twice.
+    assert!(events > 32_000 && events < 35_000, "{events}");
+    let books = store.reconcile().await.expect("reconcile");
+    assert_eq!((books.tasks, books.distinct_tasks), (30_000, 30_000));
+    assert_eq!((books.events, books.distinct_events), (events, events));
+    assert_eq!(books.task_cost, books.event_cost);
+    assert_eq!(books.rollup_task_cost, books.task_cost);
+    let month = Filter::days(from, NaiveDate::from_ymd_opt(2026, 9, 30).expect("day"));
+    assert_sources_agree(&store, &month).await;
+    let groups = store
+        .task_groups(&month, Source::Rollup)
+        .await
+        .expect("groups");
+    let tenants: std::collections::BTreeSet<&str> =
+        groups.iter().map(|g| g.tenant_id.as_str()).collect();
+    assert_eq!(tenants.len(), 20);
+    assert!(tenants.contains("tenant-07") && tenants.contains("tenant-19"));
+    let attempts: u64 = groups.iter().map(|g| g.attempts).sum();
+    assert_eq!(attempts, events);
+}
