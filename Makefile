@@ -34,7 +34,7 @@ lint: guests
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy $(GUESTS) -- -D warnings
 
-## bench: benchmarks beside their peers (SUITE=attempt|runtime|ingest|gateway; all by default), JSON in target/bench/
+## bench: benchmarks beside their peers (SUITE=attempt|runtime|ingest|gateway|billing; all by default), JSON in target/bench/
 bench: guests
 	@scripts/install-deps.sh bench
 ifeq ($(SUITE),all)
@@ -42,6 +42,7 @@ ifeq ($(SUITE),all)
 	$(CARGO) bench --bench runtime
 	$(CARGO) bench --bench ingest
 	$(CARGO) bench --bench gateway
+	$(CARGO) bench --bench billing
 else
 	$(CARGO) bench --bench $(SUITE)
 endif

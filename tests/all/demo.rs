@@ -68,6 +68,80 @@ async fn the_demo_seeds_clickhouse_and_leaves_no_server_running() {
         (Some(0), Some(1200))
     );
 
+    // The KPIs of the demo's days, through the binary.
+    let today = chrono::Utc::now().date_naive();
+    let billing = |args: &[&str]| {
+        let out = crate::isometer()
+            .arg("--config")
+            .arg(crate::config_dir())
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(["--database", "isometer_demo"])
+            .args(args)
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    // The demo spreads its tasks over the last 7 days.
+    let from = (today - chrono::Days::new(10)).to_string();
+    let to = today.to_string();
+    let kpi = billing(&["kpi", "--from", &from, "--to", &to, "--json"]);
+    let kpi: serde_json::Value = serde_json::from_slice(&kpi.stdout).expect("json");
+    assert_eq!(kpi["tasks_total"], 1200);
+    assert_eq!(kpi["currency"], "USD");
+    let cost: rust_decimal::Decimal = kpi["cost_total"]
+        .as_str()
+        .expect("an amount is a decimal string")
+        .parse()
+        .expect("decimal");
+    assert_eq!(cost, books.task_cost);
+    for key in [
+        "cost_per_successful_task",
+        "cost_per_compliant_task",
+        "retry_tax_ratio",
+        "billed_total",
+        "gross_margin",
+    ] {
+        assert!(kpi[key].is_string(), "{key}: {}", kpi[key]);
+    }
+    assert!(kpi["tasks_successful"].as_u64() > Some(0));
+    assert!(
+        kpi["p95_cost_per_task"]
+            .as_array()
+            .is_some_and(|l| l.len() >= 3)
+    );
+    // This month is not over: its statement is a draft, not issued.
+    let period = today.format("%Y-%m").to_string();
+    let statement = billing(&[
+        "statement",
+        "--tenant",
+        "acme",
+        "--period",
+        &period,
+        "--format",
+        "json",
+    ]);
+    let statement: serde_json::Value = serde_json::from_slice(&statement.stdout).expect("json");
+    assert_eq!(statement["draft"], true);
+    assert_eq!(statement["statement"]["tenant_id"], "acme");
+    let focus = data.path().join("focus.csv");
+    billing(&[
+        "export",
+        "focus",
+        "--period",
+        &period,
+        "--out",
+        focus.to_str().expect("utf-8"),
+    ]);
+    let focus = std::fs::read_to_string(&focus).expect("focus csv");
+    assert!(focus.starts_with("BilledCost,BillingAccountId,"), "{focus}");
+    assert!(focus.lines().count() > 3, "{focus}");
+
     // Replay: the packages of one agent session's trace, from ClickHouse.
     let out = data.path().join("replay");
     let export = crate::isometer()
