@@ -133,3 +133,88 @@ pub(crate) async fn reset_run_caps(
     tracing::info!(key = %principal.key_id, tenant, run, "run caps reset by an operator");
     Ok(Json(before))
 }
+
+/// The query of `GET /v1/kpi`: days `from` to `to` (both included, `YYYY-MM-DD`) and
+/// optional filters.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KpiQuery {
+    from: Option<String>,
+    to: Option<String>,
+    tenant: Option<String>,
+    use_case: Option<String>,
+    tool: Option<String>,
+    run_class: Option<String>,
+}
+
+/// `GET /v1/kpi`: every KPI over a period, from the rollups, as `isometer kpi --json`
+/// prints them. Finance, product and admin keys see any tenant; a tenant key only its own
+/// (it need not name it).
+pub(crate) async fn kpi(
+    State(state): State<AppState>,
+    principal: Principal,
+    query: Result<axum::extract::Query<KpiQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<isometer_billing::Kpis>, ApiError> {
+    principal.require(&[Role::Admin, Role::Finance, Role::Pm, Role::Tenant])?;
+    let axum::extract::Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let day = |name: &str, value: Option<&String>| {
+        let value = value.ok_or_else(|| {
+            ApiError::BadRequest(format!("`{name}` is required, a day like 2026-11-01"))
+        })?;
+        chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d").map_err(|_| {
+            ApiError::BadRequest(format!("`{name}`: `{value}` is not a day like 2026-11-01"))
+        })
+    };
+    let (from, to) = (day("from", q.from.as_ref())?, day("to", q.to.as_ref())?);
+    if to < from {
+        return Err(ApiError::BadRequest(format!(
+            "the period starts ({from}) after it ends ({to})"
+        )));
+    }
+    if (to - from).num_days() > 3_660 {
+        return Err(ApiError::BadRequest(
+            "a period spans at most ten years".into(),
+        ));
+    }
+    let tenant = match (&principal.tenant_id, q.tenant) {
+        (Some(own), Some(asked)) if *own != asked => {
+            return Err(ApiError::Forbidden(format!(
+                "this key reads tenant `{own}` only"
+            )));
+        }
+        (Some(own), _) => Some(own.clone()),
+        (None, asked) => asked,
+    };
+    let config = state.gateway.config();
+    if let Some(t) = &tenant
+        && config.tenant(t).is_none()
+    {
+        return Err(ApiError::NotFound(format!("no tenant `{t}`")));
+    }
+    let run_class = q
+        .run_class
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(ApiError::BadRequest)?;
+    let filter = isometer_store::Filter {
+        from,
+        to,
+        tenant_id: tenant,
+        use_case: q.use_case,
+        tool_id: q.tool,
+        run_class,
+    };
+    isometer_billing::kpis(
+        &state.store,
+        &config,
+        &filter,
+        isometer_store::Source::Rollup,
+    )
+    .await
+    .map(Json)
+    .map_err(|e| match e {
+        isometer_billing::BillingError::Store(e) => ApiError::from(e),
+        other => ApiError::BadRequest(other.to_string()),
+    })
+}

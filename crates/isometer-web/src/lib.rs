@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/v1/tasks", post(api::create_task))
         .route("/v1/spool", get(api::spool))
+        .route("/v1/kpi", get(api::kpi))
         .route("/v1/credentials/introspect", post(api::introspect))
         .route("/v1/approvals", get(approvals::list))
         .route("/v1/approvals/{id}", get(approvals::show))

@@ -264,3 +264,78 @@ async fn an_operator_lifts_a_runs_loop_cap() {
     let (_, third) = call(&router, post_task_as(&acme, &low("Three."))).await;
     assert_eq!(body(&third)["outcome"], "success");
 }
+
+fn get_as(key: &str, path: &str) -> Request<Body> {
+    Request::get(path)
+        .header("authorization", format!("Bearer {key}"))
+        .body(Body::empty())
+        .expect("request")
+}
+
+#[tokio::test]
+async fn kpis_are_read_by_role_and_a_tenant_sees_only_its_own() {
+    let store = isometer_testkit::database().await;
+    let router = app(&store, config()).await;
+    let acme = key(&store, Role::Tenant, Some("acme")).await;
+    let admin = key(&store, Role::Admin, None).await;
+    let finance = key(&store, Role::Finance, None).await;
+    let approver = key(&store, Role::Approver, None).await;
+    let summarize = json!({"tool_id": "summarize", "input": {"text": "One. Two."}});
+    for _ in 0..2 {
+        let (status, _) = call(&router, post_task_as(&acme, &summarize)).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let mut globex = summarize.clone();
+    globex["tenant_id"] = json!("globex");
+    let (status, _) = call(&router, post_task_as(&admin, &globex)).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let today = chrono::Utc::now().date_naive();
+    let path = format!("/v1/kpi?from={today}&to={today}");
+    let shipped = isometer_testkit::eventually(std::time::Duration::from_secs(10), || {
+        let (router, request) = (router.clone(), get_as(&finance, &path));
+        async move {
+            let (status, bytes) = call(&router, request).await;
+            let k = (status == StatusCode::OK).then(|| body(&bytes))?;
+            (k["tasks_total"] == 3).then_some(k)
+        }
+    })
+    .await
+    .expect("three tasks in the KPIs");
+    assert_eq!(shipped["tasks_successful"], 3);
+    assert!(shipped["cost_total"].is_string() && shipped["billed_total"].is_string());
+    assert_eq!(shipped["tenant"], Value::Null);
+
+    // A tenant key sees its own tasks only, and may not ask for another tenant's.
+    let (status, bytes) = call(&router, get_as(&acme, &path)).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let own = body(&bytes);
+    assert_eq!(
+        (own["tenant"].as_str(), own["tasks_total"].as_u64()),
+        (Some("acme"), Some(2))
+    );
+    let (status, _) = call(&router, get_as(&acme, &format!("{path}&tenant=globex"))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = call(&router, get_as(&approver, &path)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, bytes) = call(
+        &router,
+        get_as(&finance, "/v1/kpi?from=2026-13-01&to=2026-12-01"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&bytes).contains("not a day"));
+    let (status, _) = call(&router, get_as(&finance, &format!("{path}&tenant=nobody"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = call(
+        &router,
+        get_as(&finance, "/v1/kpi?from=2026-11-02&to=2026-11-01"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
