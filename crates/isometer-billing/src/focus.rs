@@ -10,11 +10,11 @@
 //! counts in `x_Tasks` and `x_SuccessfulTasks`. Nulls are empty fields; times are UTC
 //! `YYYY-MM-DDTHH:MM:SSZ`; the charge period is the day, the billing period the month.
 
-use crate::kpi::{BillingError, billed};
+use crate::kpi::{BillingError, unit_price};
 use crate::statement::{Period, csv_field};
 use isometer_core::{Money, RunClass};
 use isometer_policy::Config;
-use isometer_store::{Filter, Source, Store};
+use isometer_store::{Source, Store};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -64,8 +64,6 @@ struct Group {
     tasks: u64,
     successful: u64,
     cost: Money,
-    billed: Money,
-    priced: bool,
 }
 
 /// The FOCUS CSV of every tenant's charges in `period`; also the number of rows.
@@ -74,24 +72,17 @@ pub async fn export(
     config: &Config,
     period: Period,
 ) -> Result<(String, usize), BillingError> {
-    let filter = Filter::days(period.start(), period.end().pred_opt().unwrap_or_default());
+    let filter = period.filter();
     let tasks = store.task_groups(&filter, Source::Rollup).await?;
     let mut groups: BTreeMap<(chrono::NaiveDate, &str, &str, &str), Group> = BTreeMap::new();
     for g in &tasks {
         let e = groups
             .entry((g.day, &g.tenant_id, &g.use_case, &g.run_class))
-            .or_insert_with(|| Group {
-                priced: true,
-                ..Group::default()
-            });
+            .or_default();
         e.tasks += g.tasks;
         e.cost += g.cost;
         if g.outcome == "success" {
             e.successful += g.tasks;
-            match billed(config, g) {
-                Some(amount) => e.billed += amount,
-                None => e.priced = false,
-            }
         }
     }
     let time = |d: chrono::NaiveDate| format!("{d}T00:00:00Z");
@@ -102,18 +93,11 @@ pub async fn export(
         let currency = tenant
             .and_then(|t| config.currency_of_tier(&t.tier))
             .unwrap_or_default();
-        let plan = config.plan_at(tenant_id, *day);
+        let priced = unit_price(config, tenant_id, *day, use_case, run_class);
+        let plan = priced.map(|(plan, _)| plan);
+        let unit_price = priced.map_or(Money::ZERO, |(_, price)| price);
         let exploratory = *run_class == RunClass::Exploratory.as_str();
-        let unit_price = if g.successful > 0 && g.priced {
-            g.billed / Money::from(g.successful)
-        } else {
-            match plan {
-                Some(p) if exploratory => p.exploratory_price_per_task,
-                Some(p) => p.price(use_case).unwrap_or_default(),
-                None => Money::ZERO,
-            }
-        };
-        let description = match (exploratory, g.priced && plan.is_some()) {
+        let description = match (exploratory, priced.is_some()) {
             (true, _) => format!("Successful exploratory tasks of use case {use_case}"),
             (false, true) => format!("Successful tasks of use case {use_case}"),
             (false, false) => {
@@ -125,7 +109,9 @@ pub async fn export(
             "isometer/use_case": use_case,
             "isometer/run_class": run_class,
         });
-        let billed = g.billed.normalize().to_string();
+        let billed = (unit_price * Money::from(g.successful))
+            .normalize()
+            .to_string();
         let fields: [String; 34] = [
             billed.clone(),
             (*tenant_id).to_owned(),

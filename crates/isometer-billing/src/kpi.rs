@@ -20,7 +20,7 @@
 use crate::round_money;
 use chrono::NaiveDate;
 use isometer_core::{Money, RunClass};
-use isometer_policy::Config;
+use isometer_policy::{Config, PricePlan};
 use isometer_store::{AttemptGroup, Filter, GroupP95, Source, Store, StoreError, TaskGroup};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -120,19 +120,37 @@ pub struct Unpriced {
     pub tasks: u64,
 }
 
-/// What one group of tasks is billed: for successful tasks, their count x the price of
-/// the plan in effect on the group's day; nothing for the rest. `None` when the tasks
-/// succeeded but no plan prices them.
+/// The price of one successful task of `use_case` and `run_class` submitted on `day`, and
+/// the plan in effect that day that sets it; `None` when no plan prices it.
+pub(crate) fn unit_price<'c>(
+    config: &'c Config,
+    tenant_id: &str,
+    day: NaiveDate,
+    use_case: &str,
+    run_class: &str,
+) -> Option<(&'c PricePlan, Money)> {
+    let plan = config.plan_at(tenant_id, day)?;
+    let price = if run_class == RunClass::Exploratory.as_str() {
+        plan.exploratory_price_per_task
+    } else {
+        plan.price(use_case)?
+    };
+    Some((plan, price))
+}
+
+/// What one group of tasks is billed: for successful tasks, their count x their unit
+/// price; nothing for the rest. `None` when the tasks succeeded but no plan prices them.
 pub(crate) fn billed(config: &Config, group: &TaskGroup) -> Option<Money> {
     if group.outcome != "success" {
         return Some(Money::ZERO);
     }
-    let plan = config.plan_at(&group.tenant_id, group.day)?;
-    let price = if group.run_class == RunClass::Exploratory.as_str() {
-        plan.exploratory_price_per_task
-    } else {
-        plan.price(&group.use_case)?
-    };
+    let (_, price) = unit_price(
+        config,
+        &group.tenant_id,
+        group.day,
+        &group.use_case,
+        &group.run_class,
+    )?;
     Some(price * Money::from(group.tasks))
 }
 

@@ -12,7 +12,7 @@
 //! when the recorded usage of the month changes (late events), the statement on record
 //! stays until a reissue, which stores the next version and says what changed.
 
-use crate::kpi::{BillingError, billed};
+use crate::kpi::{BillingError, billed, unit_price};
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use isometer_core::{Money, RunClass};
 use isometer_policy::Config;
@@ -44,6 +44,11 @@ impl Period {
             (self.year, self.month + 1)
         };
         NaiveDate::from_ymd_opt(year, month, 1).unwrap_or_default()
+    }
+
+    /// Every day of the month.
+    pub fn filter(self) -> Filter {
+        Filter::days(self.start(), self.end().pred_opt().unwrap_or_default())
     }
 
     /// The month holding `day`.
@@ -188,7 +193,7 @@ impl Statement {
             .currency_of_tier(&tenant.tier)
             .unwrap_or_default()
             .to_owned();
-        let mut filter = Filter::days(period.start(), period.end().pred_opt().unwrap_or_default());
+        let mut filter = period.filter();
         filter.tenant_id = Some(tenant_id.to_owned());
         let (tasks, attempts) = tokio::try_join!(
             store.task_groups(&filter, Source::Rollup),
@@ -213,6 +218,7 @@ impl Statement {
                 capped.avoided_cost += g.avoided_cost;
             }
             let success = g.outcome == "success";
+            let priced = unit_price(config, tenant_id, g.day, &g.use_case, &g.run_class);
             if g.run_class == RunClass::Exploratory.as_str() {
                 let line =
                     exploratory
@@ -222,7 +228,7 @@ impl Statement {
                             tasks: 0,
                             successful: 0,
                             metered_cost: Money::ZERO,
-                            unit_price: plan.map_or(Money::ZERO, |p| p.exploratory_price_per_task),
+                            unit_price: priced.map_or(Money::ZERO, |(_, price)| price),
                             amount: Money::ZERO,
                         });
                 line.tasks += g.tasks;
@@ -242,7 +248,7 @@ impl Statement {
                 c.tasks += g.tasks;
                 c.metered_cost += g.cost;
             };
-            match (success, plan.and_then(|p| Some((p, p.price(&g.use_case)?)))) {
+            match (success, priced) {
                 (false, _) => count(&mut not_successful),
                 (true, None) => count(&mut unpriced),
                 (true, Some((plan, price))) => {

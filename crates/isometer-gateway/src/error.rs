@@ -17,7 +17,7 @@ pub enum GatewayError {
     Secret { profile: String, message: String },
     #[error(transparent)]
     Approval(#[from] crate::approvals::ApprovalError),
-    #[error("no rate card prices tier `{0}` today (see rate_cards.toml)")]
+    #[error("no rate card prices tier `{0}` on the day of the attempt (see rate_cards.toml)")]
     NoRateCard(String),
     #[error(transparent)]
     Runtime(#[from] isometer_runtime::RuntimeError),

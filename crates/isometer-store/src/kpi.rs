@@ -254,11 +254,7 @@ impl crate::Store {
              WHERE {clause} GROUP BY submitted_date, {TASK_KEYS} \
              ORDER BY submitted_date, {TASK_KEYS}"
         );
-        let mut query = self.client.query(&sql);
-        for b in binds {
-            query = query.bind(b);
-        }
-        let rows: Vec<TaskGroupRow> = query.fetch_all().await?;
+        let rows: Vec<TaskGroupRow> = self.fetch_bound(&sql, binds).await?;
         rows.into_iter()
             .map(|r| {
                 Ok(TaskGroup {
@@ -305,11 +301,7 @@ impl crate::Store {
             "SELECT {keys}, {aggregates} FROM {table} WHERE {clause} \
              GROUP BY {ATTEMPT_KEYS} ORDER BY {ATTEMPT_KEYS}"
         );
-        let mut query = self.client.query(&sql);
-        for b in binds {
-            query = query.bind(b);
-        }
-        let rows: Vec<AttemptGroupRow> = query.fetch_all().await?;
+        let rows: Vec<AttemptGroupRow> = self.fetch_bound(&sql, binds).await?;
         rows.into_iter()
             .map(|r| {
                 Ok(AttemptGroup {
