@@ -235,6 +235,10 @@ struct ServeArgs {
     /// Address to listen on (loopback by default).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Directory of dashboard layouts (one TOML file per page) instead of the shipped
+    /// ones; checked before the server starts.
+    #[arg(long)]
+    dashboards: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

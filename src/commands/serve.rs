@@ -17,6 +17,10 @@ pub(crate) async fn serve(
     url: &str,
     shutdown: super::Shutdown,
 ) -> anyhow::Result<ExitCode> {
+    let layouts = match &args.dashboards {
+        Some(dir) => Some(isometer_web::Layouts::load(dir)?),
+        None => None,
+    };
     let store = super::open_store(cli, url).await?;
     store.migrate().await.context("migrating")?;
     let config = Arc::new(Config::load(&cli.config)?);
@@ -30,7 +34,10 @@ pub(crate) async fn serve(
         super::evidence_signer(cli)?,
         Arc::new(SystemClock),
     )?;
-    let state = AppState::new(Arc::new(gateway), store);
+    let mut state = AppState::new(Arc::new(gateway), store);
+    if let Some(layouts) = layouts {
+        state = state.with_layouts(layouts);
+    }
     state.start().await?;
     serve_until_signal(state, args.listen, shutdown).await?;
     Ok(ExitCode::SUCCESS)

@@ -104,20 +104,22 @@ async fn tasks_over_http_show_on_the_dashboard() {
     }
     let page = isometer_testkit::eventually(Duration::from_secs(10), || async {
         let page = http
-            .get(format!("{}/", served.base))
+            .get(format!("{}/tenants", served.base))
+            .bearer_auth(&served.admin)
             .send()
             .await
             .ok()?
             .text()
             .await
             .ok()?;
-        page.contains(r#"id="total-tasks">3<"#).then_some(page)
+        page.contains(r#"<div class="label">Tasks</div><div class="value">3<"#)
+            .then_some(page)
     })
     .await
     .expect("the dashboard shows the three tasks");
     for tenant in ["acme", "globex", "initech"] {
         assert!(
-            page.contains(&format!(r#"data-tenant="{tenant}""#)),
+            page.contains(&format!(r#"<a href="/tenants/{tenant}">"#)),
             "{tenant} missing from:\n{page}"
         );
     }

@@ -84,6 +84,46 @@ pub struct Kpis {
     /// Successful customer tasks whose use case the tenant's plan does not price (billed
     /// nothing).
     pub unpriced: Vec<Unpriced>,
+    /// Every day of the period, the quiet ones included, for trends.
+    pub daily: Vec<Day>,
+}
+
+/// One day's figures: tasks by the day they were submitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Day {
+    pub day: NaiveDate,
+    pub tasks: u64,
+    pub successful: u64,
+    pub compliant: u64,
+    pub cost: Money,
+    pub billed: Money,
+    pub capped_tasks: u64,
+    pub capped_savings: Money,
+}
+
+impl Day {
+    fn quiet(day: NaiveDate) -> Self {
+        Day {
+            day,
+            tasks: 0,
+            successful: 0,
+            compliant: 0,
+            cost: Money::ZERO,
+            billed: Money::ZERO,
+            capped_tasks: 0,
+            capped_savings: Money::ZERO,
+        }
+    }
+
+    /// Cost per successful task that day.
+    pub fn cost_per_successful_task(&self) -> Option<Money> {
+        per(self.cost, self.successful)
+    }
+
+    /// Cost per compliant task that day.
+    pub fn cost_per_compliant_task(&self) -> Option<Money> {
+        per(self.cost, self.compliant)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -239,7 +279,14 @@ fn compute(
         p95_tool_latency: Vec::new(),
         margins: Vec::new(),
         unpriced: Vec::new(),
+        daily: Vec::new(),
     };
+    let mut daily: BTreeMap<NaiveDate, Day> = filter
+        .from
+        .iter_days()
+        .take_while(|d| *d <= filter.to)
+        .map(|d| (d, Day::quiet(d)))
+        .collect();
     let mut margins: BTreeMap<(&str, &str), Margin> = BTreeMap::new();
     let mut unpriced: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for g in tasks {
@@ -268,6 +315,18 @@ fn compute(
             }
         };
         k.billed_total += amount;
+        let day = daily.entry(g.day).or_insert_with(|| Day::quiet(g.day));
+        day.tasks += g.tasks;
+        day.cost += g.cost;
+        day.billed += amount;
+        if success {
+            day.successful += g.tasks;
+            day.compliant += if g.compliant { g.tasks } else { 0 };
+        }
+        if g.outcome == "capped" {
+            day.capped_tasks += g.tasks;
+            day.capped_savings += g.avoided_cost;
+        }
         if g.run_class == RunClass::Exploratory.as_str() {
             k.exploratory_tasks += g.tasks;
             k.exploratory_cost += g.cost;
@@ -294,6 +353,7 @@ fn compute(
     k.cost_per_successful_task = per(k.cost_total, k.tasks_successful);
     k.cost_per_compliant_task = per(k.cost_total, k.tasks_compliant);
     k.margins = margins.into_values().collect();
+    k.daily = daily.into_values().collect();
     k.unpriced = unpriced
         .into_iter()
         .map(|((tenant, use_case), tasks)| Unpriced {

@@ -17,7 +17,7 @@ pub mod focus;
 pub mod kpi;
 pub mod statement;
 
-pub use kpi::{BillingError, Kpis, kpis};
+pub use kpi::{BillingError, Day, Kpis, kpis};
 pub use statement::{IssueOutcome, Statement, issue_statement};
 
 use isometer_core::{Money, Usage};

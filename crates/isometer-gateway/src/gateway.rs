@@ -11,6 +11,7 @@ use crate::credentials::Credentials;
 use crate::egress::{AllowlistEgress, BoundSecret, SecretValue};
 use crate::error::GatewayError;
 use crate::idempotency::{Claim, Idempotency};
+use crate::metrics::Metrics;
 use crate::task::{AttemptSummary, CapTicket, TaskRequest, TaskResponse};
 use chrono::TimeDelta;
 use isometer_core::{
@@ -49,6 +50,7 @@ pub struct Gateway {
     budgets: RetryBudgets,
     caps: LoopCapper,
     idempotency: Arc<Idempotency>,
+    metrics: Metrics,
 }
 
 /// One configuration version ready to run: every tool loaded, every egress allowlist
@@ -132,6 +134,7 @@ impl Gateway {
             writer,
             signer,
             credentials,
+            metrics: Metrics::default(),
             clock,
             approvals: Approvals::default(),
             approval_ttl: DEFAULT_APPROVAL_TTL,
@@ -315,6 +318,11 @@ impl Gateway {
         Ok(self.writer.status()?)
     }
 
+    /// Whether the usage spool can take another task's records.
+    pub fn has_spool_room(&self) -> bool {
+        self.writer.has_room()
+    }
+
     /// Waits until every task submitted so far is recorded in ClickHouse.
     pub async fn flush(&self) -> Result<(), GatewayError> {
         Ok(self.writer.flush().await?)
@@ -326,6 +334,24 @@ impl Gateway {
     /// A task id the caller chose runs once: a repeated one answers the stored result
     /// (`repeated`), and one that is running now waits for it.
     pub async fn submit(&self, request: TaskRequest) -> Result<TaskResponse, GatewayError> {
+        let started = std::time::Instant::now();
+        let tenant_id = request.tenant_id.clone();
+        let result = self.submit_counted(request).await;
+        match &result {
+            Ok(response) => self
+                .metrics
+                .task(&tenant_id, response.outcome, started.elapsed()),
+            Err(_) => self.metrics.error(),
+        }
+        result
+    }
+
+    /// What this gateway counted, for `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    async fn submit_counted(&self, request: TaskRequest) -> Result<TaskResponse, GatewayError> {
         let approval_id = request.approval_id.clone();
         let plan = self.plan(request)?;
         if !plan.keyed {

@@ -15,6 +15,7 @@ mod egress;
 mod error;
 mod gateway;
 mod idempotency;
+mod metrics;
 mod task;
 pub mod workload;
 
@@ -31,4 +32,5 @@ pub use gateway::{
 pub use idempotency::DEFAULT_CAPACITY as IDEMPOTENCY_CAPACITY;
 /// The task a credential is minted for (the runtime's view of an attempt).
 pub use isometer_runtime::TaskContext;
+pub use metrics::{LATENCY_BUCKETS, Metrics, label as prometheus_label};
 pub use task::{AttemptSummary, CapTicket, TaskRequest, TaskResponse};

@@ -73,6 +73,30 @@ impl Filter {
     }
 }
 
+/// Attempts of one day, tenant, tool and outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptDay {
+    pub day: NaiveDate,
+    pub tenant_id: String,
+    pub tool_id: String,
+    pub outcome: String,
+    pub attempts: u64,
+}
+
+/// A run some of whose tasks a loop cap answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CappedRun {
+    pub tenant_id: String,
+    pub run_id: String,
+    /// The cap that answered (`LoopCap::as_str`).
+    pub cap: String,
+    pub tasks: u64,
+    /// The spend the caps avoided, estimated from the run's recent cost per task.
+    pub avoided_cost: Money,
+    pub first_ms: u64,
+    pub last_ms: u64,
+}
+
 /// Tasks of one day, tenant, use case, run class, final outcome, compliance and cap.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskGroup {
@@ -224,6 +248,26 @@ struct AttemptGroupRow {
     attempts: u64,
     cost: i128,
     wall_time_us: u64,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct AttemptDayRow {
+    day: u16,
+    tenant_id: String,
+    tool_id: String,
+    outcome: String,
+    attempts: u64,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct CappedRunRow {
+    tenant_id: String,
+    run_id: String,
+    cap: String,
+    tasks: u64,
+    avoided_cost: i128,
+    first_ms: u64,
+    last_ms: u64,
 }
 
 const TASK_KEYS: &str = "tenant_id, use_case, run_class, outcome, compliant, cap";
@@ -380,6 +424,70 @@ impl crate::Store {
                 Ok(truncated(rows))
             }
         }
+    }
+
+    /// Attempts by day, tenant, tool and outcome, from the rollup: the runbook's failing
+    /// routes, timeout clusters and policy-block spikes.
+    pub async fn attempt_days(&self, filter: &Filter) -> Result<Vec<AttemptDay>, StoreError> {
+        let (clause, binds) = filter.clause("event_date");
+        let sql = format!(
+            "SELECT toUInt16(event_date) AS day, tenant_id, tool_id, outcome, \
+             countMerge(attempts) AS attempts FROM attempt_kpis_daily WHERE {clause} \
+             GROUP BY event_date, tenant_id, tool_id, outcome \
+             ORDER BY event_date, tenant_id, tool_id, outcome"
+        );
+        let rows: Vec<AttemptDayRow> = self.fetch_bound(&sql, binds).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AttemptDay {
+                day: day_from_u16(r.day),
+                tenant_id: r.tenant_id,
+                tool_id: r.tool_id,
+                outcome: r.outcome,
+                attempts: r.attempts,
+            })
+            .collect())
+    }
+
+    /// The runs whose tasks were capped in the period, most spend avoided first, at most
+    /// `limit` of them.
+    pub async fn capped_runs(
+        &self,
+        filter: &Filter,
+        limit: u64,
+    ) -> Result<Vec<CappedRun>, StoreError> {
+        let (clause, binds) = filter.clause("submitted_date");
+        // FINAL: a task recorded twice (a retried insert) must count once here too.
+        let sql = format!(
+            "SELECT tenant_id, run_id, cap, count() AS tasks, sum(avoided_cost) AS avoided_cost, \
+             min(submitted_ms) AS first_ms, max(submitted_ms) AS last_ms \
+             FROM tasks FINAL WHERE {clause} AND outcome = 'capped' \
+             GROUP BY tenant_id, run_id, cap \
+             ORDER BY avoided_cost DESC, tasks DESC, tenant_id, run_id, cap \
+             LIMIT {limit}"
+        );
+        let rows: Vec<CappedRunRow> = self.fetch_bound(&sql, binds).await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(CappedRun {
+                    tenant_id: r.tenant_id,
+                    run_id: r.run_id,
+                    cap: r.cap,
+                    tasks: r.tasks,
+                    avoided_cost: money_from_i128(r.avoided_cost)?,
+                    first_ms: r.first_ms,
+                    last_ms: r.last_ms,
+                })
+            })
+            .collect()
+    }
+
+    /// The first days of the months in which `tenant_id` submitted tasks, newest first.
+    pub async fn task_months(&self, tenant_id: &str) -> Result<Vec<NaiveDate>, StoreError> {
+        let sql = "SELECT DISTINCT toUInt16(toStartOfMonth(submitted_date)) AS month \
+                   FROM task_kpis_daily WHERE tenant_id = ? ORDER BY month DESC";
+        let rows: Vec<u16> = self.fetch_bound(sql, vec![tenant_id.to_owned()]).await?;
+        Ok(rows.into_iter().map(day_from_u16).collect())
     }
 
     async fn fetch_bound<T>(&self, sql: &str, binds: Vec<String>) -> Result<Vec<T>, StoreError>

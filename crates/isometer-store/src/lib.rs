@@ -20,8 +20,8 @@ mod writer;
 pub use control::{ApiKeyRow, ApprovalRow, ConfigChangeRecord, ConfigChangeRow, StatementRow};
 pub use error::StoreError;
 pub use kpi::{
-    AttemptGroup, Bucket, Filter, GroupP95, Source, TaskGroup, from_picos, p95_of_buckets, picos,
-    two_digits,
+    AttemptDay, AttemptGroup, Bucket, CappedRun, Filter, GroupP95, Source, TaskGroup, from_picos,
+    p95_of_buckets, picos, two_digits,
 };
 pub use managed::{ManagedClickHouse, ServerOptions};
 pub use migrate::{Migration, MigrationReport};

@@ -15,23 +15,23 @@ use serde::{Deserialize, Serialize};
 /// approval stands.
 #[derive(Debug, Serialize)]
 pub(crate) struct ApprovalView {
-    approval_id: String,
-    tenant_id: String,
-    tool_id: String,
-    task_id: String,
-    trace_id: String,
-    run_id: String,
-    use_case: String,
-    run_class: String,
+    pub(crate) approval_id: String,
+    pub(crate) tenant_id: String,
+    pub(crate) tool_id: String,
+    pub(crate) task_id: String,
+    pub(crate) trace_id: String,
+    pub(crate) run_id: String,
+    pub(crate) use_case: String,
+    pub(crate) run_class: String,
     input_sha256: String,
     /// The task's input, parsed when it is JSON.
-    input: serde_json::Value,
-    requested_ms: u64,
-    expires_ms: u64,
-    state: String,
-    decided_by: Option<String>,
-    decided_ms: Option<u64>,
-    reason: Option<String>,
+    pub(crate) input: serde_json::Value,
+    pub(crate) requested_ms: u64,
+    pub(crate) expires_ms: u64,
+    pub(crate) state: String,
+    pub(crate) decided_by: Option<String>,
+    pub(crate) decided_ms: Option<u64>,
+    pub(crate) reason: Option<String>,
 }
 
 impl From<ApprovalRow> for ApprovalView {
@@ -53,6 +53,30 @@ impl From<ApprovalRow> for ApprovalView {
             decided_by: (!row.decided_by.is_empty()).then_some(row.decided_by),
             decided_ms: (row.decided_ms != 0).then_some(row.decided_ms),
             reason: (!row.reason.is_empty()).then_some(row.reason),
+        }
+    }
+}
+
+impl ApprovalView {
+    pub(crate) fn requested(&self) -> String {
+        crate::view::time_of_ms(self.requested_ms)
+    }
+
+    pub(crate) fn expires(&self) -> String {
+        crate::view::time_of_ms(self.expires_ms)
+    }
+
+    pub(crate) fn state_word(&self) -> &str {
+        &self.state
+    }
+
+    /// The input, shortened for a table cell.
+    pub(crate) fn input_preview(&self) -> String {
+        let text = self.input.to_string();
+        if text.chars().count() > 120 {
+            format!("{}…", text.chars().take(120).collect::<String>())
+        } else {
+            text
         }
     }
 }

@@ -74,6 +74,7 @@ impl IntoResponse for ApiError {
                 return (StatusCode::UNPROCESSABLE_ENTITY, body).into_response();
             }
             ApiError::Unavailable(cause) => {
+                crate::ops::STORE_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(%cause, "request failed: a dependency is unavailable");
                 (StatusCode::SERVICE_UNAVAILABLE, "service unavailable")
             }

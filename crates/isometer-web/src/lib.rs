@@ -1,4 +1,5 @@
-//! The HTTP face of isometer: the task API, health, and the dashboard pages.
+//! The HTTP face of isometer: the task API, the dashboard pages and the tenant portal,
+//! health, readiness and metrics.
 //!
 //! **Architecture Invariant:** this is the only crate that knows HTTP serving. It reaches
 //! tools only through the gateway and data only through the store; it never touches
@@ -7,11 +8,19 @@
 mod api;
 mod approvals;
 pub mod auth;
+mod chart;
 pub mod control;
 mod error;
+mod evidence;
+pub mod layout;
+mod ops;
 mod pages;
+mod portal;
+pub mod session;
+mod view;
 
 pub use error::ApiError;
+pub use layout::{LayoutError, Layouts};
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -26,23 +35,61 @@ pub struct AppState {
     pub gateway: Arc<Gateway>,
     pub store: Store,
     pub keys: Arc<auth::Keys>,
+    pub sessions: Arc<session::Sessions>,
+    /// The dashboard pages' layouts.
+    pub layouts: Arc<Layouts>,
 }
 
 impl AppState {
+    /// A state with the dashboard layouts shipped with isometer.
     pub fn new(gateway: Arc<Gateway>, store: Store) -> Self {
+        // The shipped layouts are checked by this crate's tests; failing here is a bug.
+        let layouts = Layouts::shipped()
+            .unwrap_or_else(|e| panic!("the shipped dashboard layouts are invalid: {e}"));
         AppState {
             keys: Arc::new(auth::Keys::new(store.clone())),
+            sessions: Arc::default(),
+            layouts: Arc::new(layouts),
             gateway,
             store,
         }
+    }
+
+    /// The same state with other dashboard layouts (`serve --dashboards DIR`).
+    pub fn with_layouts(mut self, layouts: Layouts) -> Self {
+        self.layouts = Arc::new(layouts);
+        self
     }
 }
 
 /// All routes. Tests drive this directly, without a socket.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(pages::dashboard))
+        .route("/", get(pages::overview))
+        .route("/tenants", get(pages::tenants))
+        .route("/tenants/{id}", get(pages::tenant))
+        .route("/margin", get(pages::margin))
+        .route("/slo", get(pages::slo))
+        .route("/loops", get(pages::loops))
+        .route("/approvals", get(pages::approvals))
+        .route("/approvals/{id}/{verb}", post(pages::decide))
+        .route("/evidence", get(pages::evidence_page))
+        .route("/portal", get(pages::portal_page))
+        .route("/portal/{tenant}/{period}", get(pages::statement_page))
+        .route(
+            "/portal/{tenant}/{period}/{file}",
+            get(pages::statement_download),
+        )
+        .route("/portal/{tenant}/{period}/reissue", post(pages::reissue))
+        .route("/login", get(session::login_page).post(session::login))
+        .route("/logout", post(session::logout))
         .route("/healthz", get(api::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/pages/{page}", get(pages::page_json))
+        .route("/v1/evidence/{trace}", get(evidence::json))
+        .route("/v1/statements", get(portal::list_json))
+        .route("/v1/statements/{tenant}/{period}", get(portal::show_json))
         .route("/v1/tasks", post(api::create_task))
         .route("/v1/spool", get(api::spool))
         .route("/v1/kpi", get(api::kpi))

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 mod approvals;
 mod control;
+mod pages;
 mod tasks;
 
 /// The shipped configuration, with the tools pointed at the freshly built guests.
@@ -239,11 +240,17 @@ async fn bad_requests_get_400_with_a_reason_and_record_nothing() {
 }
 
 #[tokio::test]
-async fn the_dashboard_shows_task_counts_and_cost_per_tenant_from_clickhouse() {
+async fn the_tenants_page_shows_task_counts_and_cost_from_clickhouse() {
     let (router, _store, gateway) = app().await;
-    let (status, body) = get(&router, "/").await;
+    let (status, body) = get(&router, "/tenants").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(String::from_utf8_lossy(&body).contains("No tasks recorded yet"));
+    let page = String::from_utf8_lossy(&body);
+    assert!(
+        page.contains(
+            r#"data-kpi="tasks_total"><div class="label">Tasks</div><div class="value">0<"#
+        ),
+        "{page}"
+    );
 
     for (tenant, seed) in [("acme", 1), ("acme", 2), ("globex", 3)] {
         let request = json!({"tenant_id": tenant, "tool_id": "flaky", "input": {"seed": seed, "fail_percent": 0}});
@@ -251,15 +258,17 @@ async fn the_dashboard_shows_task_counts_and_cost_per_tenant_from_clickhouse() {
         assert_eq!(status, StatusCode::OK);
     }
     gateway.flush().await.expect("flush");
-    let (status, body) = get(&router, "/").await;
+    let (status, body) = get(&router, "/tenants").await;
     let page = String::from_utf8_lossy(&body);
     assert_eq!(status, StatusCode::OK);
     assert!(
-        page.contains(r#"<div class="value" id="total-tasks">3</div>"#),
+        page.contains(
+            r#"data-kpi="tasks_total"><div class="label">Tasks</div><div class="value">3<"#
+        ),
         "{page}"
     );
     let acme_row = page
-        .split(r#"<tr data-tenant="acme">"#)
+        .split(r#"<a href="/tenants/acme">"#)
         .nth(1)
         .and_then(|r| r.split("</tr>").next())
         .expect("acme row");
@@ -267,7 +276,7 @@ async fn the_dashboard_shows_task_counts_and_cost_per_tenant_from_clickhouse() {
         acme_row.contains(r#"<td class="num">2</td>"#) && acme_row.contains("USD"),
         "{acme_row}"
     );
-    assert!(page.contains(r#"<tr data-tenant="globex">"#));
+    assert!(page.contains(r#"<a href="/tenants/globex">"#));
 }
 
 #[tokio::test]
@@ -306,7 +315,11 @@ async fn health_is_503_when_clickhouse_is_unreachable() {
         "{}",
         String::from_utf8_lossy(&body)
     );
-    let (status, body) = get(&router, "/").await;
+    let page = Request::get("/")
+        .header("authorization", "Bearer ism_0000_1111")
+        .body(Body::empty())
+        .expect("request");
+    let (status, body) = call(&router, page).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(
         !String::from_utf8_lossy(&body).contains("127.0.0.1:9"),
