@@ -23,8 +23,9 @@ build: guests
 demo: build
 	$(CARGO) run --quiet -- demo
 
-## test: formatting, lints and the whole test suite
+## test: formatting, lints and the whole test suite (browser and API-document tests included)
 test: lint
+	@scripts/install-deps.sh test
 	$(CARGO) test --workspace
 
 ## lint: rustfmt and clippy (-D warnings) over the workspace and the guests

@@ -92,6 +92,33 @@ pub(crate) async fn demo(
     writeln!(out, "  total cost         {}", summary.cost.round_dp(6))?;
     drop(out);
 
+    // A key for each role, and one for the first tenant, to sign in to the dashboard.
+    let first_tenant = gateway.config().tenants.first().map(|t| t.id.clone());
+    let mut keys = Vec::new();
+    for role in isometer_web::auth::Role::ALL {
+        let tenant = match role {
+            isometer_web::auth::Role::Tenant => match &first_tenant {
+                Some(t) => Some(t.as_str()),
+                None => continue,
+            },
+            _ => None,
+        };
+        let key = isometer_web::auth::create_key(&store, role, tenant)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the demo's {role} key: {e}"))?;
+        let who = match tenant {
+            Some(t) => format!("{role} {t}"),
+            None => role.to_string(),
+        };
+        keys.push((who, key.key));
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "  sign-in keys (paste one at /login):")?;
+    for (who, key) in &keys {
+        writeln!(out, "    {who:<16} {key}")?;
+    }
+    drop(out);
+
     if !args.no_serve {
         super::serve::serve_until_signal(state, args.listen, shutdown).await?;
     }

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `isometer` binary: real processes, real wasm, a real
 //! ClickHouse server, real HTTP on loopback.
 
+mod browser;
 mod demo;
 mod migrate;
 mod run;

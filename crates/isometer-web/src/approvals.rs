@@ -99,9 +99,10 @@ pub(crate) struct ListQuery {
 pub(crate) async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    Query(query): Query<ListQuery>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<ApprovalView>>, ApiError> {
     principal.require(&[Role::Approver, Role::Admin])?;
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let open = match query.state.as_deref() {
         None | Some("open") => true,
         Some("all") => false,

@@ -86,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
         .route("/v1/pages/{page}", get(pages::page_json))
         .route("/v1/evidence/{trace}", get(evidence::json))
         .route("/v1/statements", get(portal::list_json))
@@ -106,7 +107,23 @@ pub fn router(state: AppState) -> Router {
             "/v1/admin/runs/{tenant}/{run}/reset",
             post(api::reset_run_caps),
         )
+        .layer(axum::middleware::from_fn(server_timing))
         .with_state(state)
+}
+
+/// Adds `Server-Timing: app;dur=MS` to every answer: the time the handler took, which
+/// browsers show beside the network's and the browser tests check.
+async fn server_timing(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let mut response = next.run(request).await;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Ok(value) = axum::http::HeaderValue::from_str(&format!("app;dur={ms:.1}")) {
+        response.headers_mut().insert("server-timing", value);
+    }
+    response
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then finishes in-flight requests.

@@ -119,3 +119,32 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
             .into_response()
     }
 }
+
+/// The OpenAPI 3 document of every JSON route, checked against the server by schemathesis
+/// in `make test`.
+pub(crate) const OPENAPI: &str = include_str!("openapi.json");
+
+/// `GET /openapi.json`.
+pub(crate) async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_openapi_document_parses_and_every_operation_answers_something() {
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).expect("JSON");
+        assert_eq!(doc["openapi"], "3.0.3");
+        let paths = doc["paths"].as_object().expect("paths");
+        assert!(paths.contains_key("/v1/tasks") && paths.contains_key("/v1/pages/{page}"));
+        for (path, item) in paths {
+            for (method, op) in item.as_object().expect("operations") {
+                let responses = op["responses"].as_object().expect("responses");
+                assert!(
+                    responses.keys().any(|code| code.starts_with('2')),
+                    "{method} {path} documents no success"
+                );
+            }
+        }
+    }
+}
