@@ -78,11 +78,13 @@ pub(crate) async fn create_task(
     })
 }
 
-/// `GET /v1/spool`: the usage spool's lag (records, rows, bytes, and `lag_ms`, the age of
+/// `GET /v1/spool` (admin): the usage spool's lag (records, rows, bytes, and `lag_ms`, the age of
 /// the oldest unshipped record) and the shipper's last error.
 pub(crate) async fn spool(
     State(state): State<AppState>,
+    principal: Principal,
 ) -> Result<Json<isometer_store::WriterStatus>, ApiError> {
+    principal.require(&[Role::Admin])?;
     Ok(Json(state.gateway.usage_status()?))
 }
 
@@ -177,10 +179,9 @@ pub(crate) async fn kpi(
         ));
     }
     let tenant = match (&principal.tenant_id, q.tenant) {
+        // Another tenant's figures do not exist for this key.
         (Some(own), Some(asked)) if *own != asked => {
-            return Err(ApiError::Forbidden(format!(
-                "this key reads tenant `{own}` only"
-            )));
+            return Err(ApiError::NotFound(format!("no tenant `{asked}`")));
         }
         (Some(own), _) => Some(own.clone()),
         (None, asked) => asked,

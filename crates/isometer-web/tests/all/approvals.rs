@@ -176,16 +176,40 @@ async fn destructive_tools_wait_for_a_single_use_approval_bound_to_their_input()
     let (status, queue) = get_with(&router, &approver, "/v1/approvals").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(queue.as_array().map(Vec::len), Some(1));
-    let (status, approved) = decide(
-        &router,
-        &approver,
-        &id,
-        "approve",
-        r#"{"reason":"refund ok"}"#,
-    )
-    .await;
+    // The queue page shows it with its forms; the approve form decides it.
+    let request = Request::get("/approvals")
+        .header("authorization", format!("Bearer {approver}"))
+        .body(Body::empty())
+        .expect("request");
+    let (status, page) = call(&router, request).await;
+    let page = String::from_utf8_lossy(&page);
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains(&format!(r#"data-approval="{id}""#))
+            && page.contains(&format!(r#"action="/approvals/{id}/approve""#)),
+        "{page}"
+    );
+    let form = |key: &str| {
+        Request::post(format!("/approvals/{id}/approve"))
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from("csrf=&reason=refund+ok"))
+            .expect("request")
+    };
+    let (status, _) = call(&router, form(&finance)).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "only approvers decide, on pages too"
+    );
+    let (status, _) = call(&router, form(&approver)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, approved) = get_with(&router, &approver, &format!("/v1/approvals/{id}")).await;
     assert_eq!(status, StatusCode::OK, "{approved}");
-    assert_eq!(approved["state"], "approved");
+    assert_eq!(
+        (approved["state"].as_str(), approved["reason"].as_str()),
+        (Some("approved"), Some("refund ok"))
+    );
     let (status, _) = decide(&router, &approver, &id, "deny", "").await;
     assert_eq!(status, StatusCode::CONFLICT, "decided already");
 

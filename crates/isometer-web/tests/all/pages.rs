@@ -227,6 +227,9 @@ async fn every_route_refuses_the_wrong_role_and_the_wrong_tenant() {
     let v1_globex_statement = format!("/v1/statements/globex/{month}");
     let acme_csv = format!("{acme_statement}/statement.csv");
     let globex_csv = format!("{globex_statement}/statement.csv");
+    let today = chrono::Utc::now().date_naive();
+    let kpi_acme = format!("/v1/kpi?from={today}&to={today}&tenant=acme");
+    let kpi_globex = format!("/v1/kpi?from={today}&to={today}&tenant=globex");
     use StatusCode as S;
     const OK: S = S::OK;
     const FORBIDDEN: S = S::FORBIDDEN;
@@ -271,6 +274,17 @@ async fn every_route_refuses_the_wrong_role_and_the_wrong_tenant() {
             [OK, OK, OK, FORBIDDEN, NOT_FOUND],
         ),
         (&v1_acme_statement, [OK, OK, OK, FORBIDDEN, OK]),
+        (&kpi_acme, [OK, OK, OK, FORBIDDEN, OK]),
+        (&kpi_globex, [OK, OK, OK, FORBIDDEN, NOT_FOUND]),
+        (
+            "/v1/spool",
+            [OK, FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN],
+        ),
+        ("/v1/approvals", [OK, FORBIDDEN, FORBIDDEN, OK, FORBIDDEN]),
+        (
+            "/v1/admin/config",
+            [OK, FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN],
+        ),
         (&v1_globex_statement, [OK, OK, OK, FORBIDDEN, NOT_FOUND]),
     ];
     for (path, expected) in &cases {
