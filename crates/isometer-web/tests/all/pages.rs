@@ -519,6 +519,27 @@ async fn the_portal_serves_statements_and_the_evidence_viewer_verifies() {
         html.contains(r#"<span class="ok verdict">verified</span>"#),
         "{html}"
     );
+    // Reissuing is finance's (or an admin's), never a tenant's or a product manager's.
+    for who in ["acme", "pm", "approver"] {
+        let request = Request::post(format!("/portal/acme/{month}/reissue"))
+            .header("authorization", format!("Bearer {}", s.keys[who]))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from("csrf="))
+            .expect("request");
+        let (status, _) = call(&s.router, request).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{who} reissues");
+    }
+    let request = Request::post(format!("/portal/globex/{month}/reissue"))
+        .header("authorization", format!("Bearer {}", s.keys["finance"]))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from("csrf="))
+        .expect("request");
+    let (status, _) = call(&s.router, request).await;
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "finance reissues any tenant's"
+    );
     let (status, _) = get_as(&s, "acme", "/v1/evidence/no-such-trace").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let _ = &s.store;
