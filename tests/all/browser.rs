@@ -60,11 +60,8 @@ fn demo(tasks: usize) -> Served {
             in_keys = true;
             continue;
         }
-        if let Some(rest) = line.strip_prefix("serving the dashboard at ") {
-            base = rest
-                .split_whitespace()
-                .next()
-                .map(|u| u.trim_end_matches('/').to_owned());
+        if let Some(announced) = crate::announced_base(&line) {
+            base = Some(announced);
             break;
         }
         if in_keys {
@@ -120,11 +117,7 @@ fn every_page_in_chromium_matches_the_api_and_is_screenshot() {
         .output()
         .expect("node runs (make test installs Node.js and Chromium)");
     drop(served);
-    let report = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let report = crate::report(&run);
     assert!(run.status.success(), "{report}");
     for page in [
         "overview",
@@ -182,11 +175,7 @@ fn schemathesis_finds_every_json_route_as_documented() {
         .output()
         .expect("schemathesis runs");
     drop(served);
-    let report = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let report = crate::report(&run);
     assert!(run.status.success(), "{report}");
     let document: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(

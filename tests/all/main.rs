@@ -30,6 +30,23 @@ pub(crate) fn isometer() -> Command {
     command
 }
 
+/// The address in a `serving the dashboard at URL …` line, without its trailing slash.
+pub(crate) fn announced_base(line: &str) -> Option<String> {
+    line.strip_prefix("serving the dashboard at ")?
+        .split_whitespace()
+        .next()
+        .map(|u| u.trim_end_matches('/').to_owned())
+}
+
+/// A finished command's stdout and stderr, for an assertion's message.
+pub(crate) fn report(output: &std::process::Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 pub(crate) fn config_dir() -> PathBuf {
     // The shipped tools point at the guests' build directory: make sure they are built.
     isometer_testkit::guest("summarize");

@@ -58,11 +58,8 @@ fn serve_with(config: &std::path::Path) -> Served {
     let mut base = None;
     for line in BufReader::new(stdout).lines() {
         let line = line.expect("utf-8 line");
-        if let Some(rest) = line.strip_prefix("serving the dashboard at ") {
-            base = rest
-                .split_whitespace()
-                .next()
-                .map(|u| u.trim_end_matches('/').to_owned());
+        if let Some(announced) = crate::announced_base(&line) {
+            base = Some(announced);
             break;
         }
     }

@@ -29,9 +29,9 @@ fn config() -> Config {
     config
 }
 
-async fn app() -> (Router, Store, Arc<Gateway>) {
-    let store = isometer_testkit::database().await;
-    let gateway = Arc::new(
+/// A gateway over the shipped configuration, recording into `store`.
+fn gateway_over(store: &Store) -> Arc<Gateway> {
+    Arc::new(
         Gateway::new(
             Arc::new(config()),
             store.writer(WriterOptions::default()).expect("writer"),
@@ -39,7 +39,12 @@ async fn app() -> (Router, Store, Arc<Gateway>) {
             Arc::new(SystemClock),
         )
         .expect("gateway"),
-    );
+    )
+}
+
+async fn app() -> (Router, Store, Arc<Gateway>) {
+    let store = isometer_testkit::database().await;
+    let gateway = gateway_over(&store);
     let router = isometer_web::router(AppState::new(gateway.clone(), store.clone()));
     let admin = isometer_web::auth::create_key(&store, isometer_web::auth::Role::Admin, None)
         .await

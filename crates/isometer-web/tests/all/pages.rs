@@ -2,18 +2,16 @@
 //! on a page is the API's, every route refuses the wrong role and the wrong tenant, and
 //! browser sessions carry CSRF tokens.
 
-use super::{call, config};
+use super::call;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use isometer_core::SystemClock;
-use isometer_gateway::{Gateway, TaskRequest};
-use isometer_store::{Store, WriterOptions};
+use isometer_gateway::TaskRequest;
+use isometer_store::Store;
 use isometer_web::AppState;
 use isometer_web::auth::{Role, create_key};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::Arc;
 
 struct Seeded {
     router: Router,
@@ -27,15 +25,7 @@ struct Seeded {
 /// A server with a few tasks of two tenants recorded, and a key per role.
 async fn seeded() -> Seeded {
     let store = isometer_testkit::database().await;
-    let gateway = Arc::new(
-        Gateway::new(
-            Arc::new(config()),
-            store.writer(WriterOptions::default()).expect("writer"),
-            isometer_testkit::signer(),
-            Arc::new(SystemClock),
-        )
-        .expect("gateway"),
-    );
+    let gateway = super::gateway_over(&store);
     let state = AppState::new(gateway.clone(), store.clone());
     state.start().await.expect("started");
     let tasks = [
