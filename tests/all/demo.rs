@@ -19,7 +19,16 @@ async fn the_demo_seeds_clickhouse_and_leaves_no_server_running() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("demo: 1200 tasks"), "{stdout}");
+    // 1,200 tasks in agent runs, and a burst of 400 on the day before last.
+    assert!(stdout.contains("demo: 1600 tasks"), "{stdout}");
+    for line in [
+        "capped runs",
+        "throttled tasks",
+        "rolled back on day 4",
+        "billed",
+    ] {
+        assert!(stdout.contains(line), "{line} missing from\n{stdout}");
+    }
     assert!(
         !crate::process_running_with(&crate::server_needle(data.path())),
         "a clickhouse-server outlived the demo"
@@ -32,15 +41,17 @@ async fn the_demo_seeds_clickhouse_and_leaves_no_server_running() {
         .totals()
         .await
         .expect("totals");
-    assert!(totals.events >= 1_000, "{totals:?}");
-    assert_eq!(totals.events, totals.tasks, "one attempt per task so far");
+    assert!(
+        totals.events >= totals.tasks && totals.tasks == 1600,
+        "a task has one attempt or more: {totals:?}"
+    );
     assert!(totals.tenants >= 3 && totals.tools >= 3, "{totals:?}");
     // Raw tables and rollups agree, every task once.
     let store = Store::new(&server.url(), "isometer_demo");
     let books = store.reconcile().await.expect("reconcile");
     assert_eq!(
         (books.tasks, books.distinct_tasks, books.rollup_tasks),
-        (1200, 1200, 1200)
+        (1600, 1600, 1600)
     );
     assert_eq!(books.rollup_event_cost, books.event_cost);
     server.stop();
@@ -65,7 +76,7 @@ async fn the_demo_seeds_clickhouse_and_leaves_no_server_running() {
             status["lag_records"].as_u64(),
             status["shipped_seq"].as_u64()
         ),
-        (Some(0), Some(1200))
+        (Some(0), Some(1600))
     );
 
     // The KPIs of the demo's days, through the binary.
@@ -92,7 +103,15 @@ async fn the_demo_seeds_clickhouse_and_leaves_no_server_running() {
     let to = today.to_string();
     let kpi = billing(&["kpi", "--from", &from, "--to", &to, "--json"]);
     let kpi: serde_json::Value = serde_json::from_slice(&kpi.stdout).expect("json");
-    assert_eq!(kpi["tasks_total"], 1200);
+    assert_eq!(kpi["tasks_total"], 1600);
+    assert!(
+        kpi["capped_tasks"].as_u64() > Some(0),
+        "agents whose confidence drifted were capped"
+    );
+    assert!(
+        kpi["throttled_tasks"].as_u64() > Some(0),
+        "the burst was throttled"
+    );
     assert_eq!(kpi["currency"], "USD");
     let cost: rust_decimal::Decimal = kpi["cost_total"]
         .as_str()

@@ -3,6 +3,13 @@
 //!
 //! Deterministic for a given seed: the same tenants pick the same tools with the same
 //! inputs, so the demo's numbers are reproducible.
+//!
+//! The week has the shape of a real agent platform's: busier tenants submit more; agent
+//! sessions (runs) of 10 to 40 tasks, some exploratory; in about one run in five the
+//! agent's confidence drifts down until its loop cap stops it; one day brings a burst of
+//! concurrent tasks from the smallest tenant, more than its tier admits, so some are refused
+//! (`throttled`). [`Hooks::new_day`] lets the caller act at each simulated midnight (the
+//! demo changes the configuration and rolls it back mid-week).
 
 use crate::{Gateway, GatewayError, TaskRequest};
 use chrono::TimeDelta;
@@ -11,6 +18,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// What to generate.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +47,41 @@ pub struct WorkloadSummary {
     pub cost: Money,
     pub tenants: usize,
     pub tools: usize,
+    /// Runs a loop cap stopped, by tenant and run id.
+    pub capped_runs: std::collections::BTreeSet<(String, String)>,
+    /// Tasks submitted in the burst, and how many of them were refused for load.
+    pub burst: usize,
+    pub burst_throttled: usize,
+}
+
+/// What the caller does as the simulated days go by.
+pub trait Hooks {
+    /// Called when the simulated clock crosses into day `day` (1-based) of the workload.
+    fn new_day(&mut self, day: u32) -> impl std::future::Future<Output = ()>;
+}
+
+/// No hooks.
+#[derive(Debug, Default)]
+pub struct NoHooks;
+
+impl Hooks for NoHooks {
+    async fn new_day(&mut self, _day: u32) {}
+}
+
+/// The burst: this many tasks at once from the smallest tenant, on the day before last.
+const BURST_TASKS: usize = 400;
+/// The share of runs whose agent loses confidence as it goes.
+const DRIFTING_RUNS: f64 = 0.2;
+
+/// One agent session as the workload plays it.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    no: u32,
+    left: u32,
+    /// The agent's confidence in its next call; `None` when it does not say.
+    confidence: Option<f64>,
+    /// How much the confidence falls per task (0 when it does not drift).
+    drift: f64,
 }
 
 const SENTENCES: &[&str] = &[
@@ -57,12 +100,13 @@ const SENTENCES: &[&str] = &[
 
 const REGIONS: &[&str] = &["emea", "amer", "apac"];
 
-/// Submits `options.tasks` tasks, moving `clock` through the simulated days.
-/// `progress(done, total)` is called after each task.
+/// Submits `options.tasks` tasks (and the burst), moving `clock` through the simulated
+/// days. `progress(done, total)` is called after each task.
 pub async fn run(
-    gateway: &Gateway,
+    gateway: &Arc<Gateway>,
     clock: &ManualClock,
     options: WorkloadOptions,
+    hooks: &mut impl Hooks,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<WorkloadSummary, GatewayError> {
     let config = gateway.config();
@@ -75,59 +119,149 @@ pub async fn run(
     }
     let mut rng = StdRng::seed_from_u64(options.seed);
     let end = clock.now();
-    let span = TimeDelta::days(i64::from(options.days.max(1)));
+    let days = options.days.max(1);
+    let span = TimeDelta::days(i64::from(days));
     let step_ms = span.num_milliseconds() / i64::try_from(options.tasks.max(1)).unwrap_or(i64::MAX);
-    clock.set(end - span);
+    let start = end - span;
+    clock.set(start);
+    let burst_day = days.saturating_sub(1).max(1);
+    let total = options.tasks + if days > 1 { BURST_TASKS } else { 0 };
 
-    let mut runs: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
+    let mut run_numbers: BTreeMap<&str, u32> = BTreeMap::new();
     let mut summary = WorkloadSummary {
         tenants: tenants.len(),
         tools: tools.len(),
         ..WorkloadSummary::default()
     };
-    for done in 0..options.tasks {
-        // Larger tenants submit more: weights fall with the tenant's position.
+    let mut day = 0;
+    let mut done = 0;
+    let mut submitted = 0;
+    while submitted < options.tasks {
+        // An agent session: 10 to 40 tasks a few seconds apart; busier tenants run more.
         let tenant = tenants[weighted_index(&mut rng, tenants.len())];
-        let tool = tools[rng.random_range(0..tools.len())];
-        // An agent session lasts 10 to 40 tasks.
-        let (run_no, left) = runs.entry(tenant).or_insert((0, 0));
-        if *left == 0 {
-            *run_no += 1;
-            *left = rng.random_range(10..40);
-        }
-        *left -= 1;
+        let no = run_numbers.entry(tenant).or_default();
+        *no += 1;
+        let drifting = rng.random_bool(DRIFTING_RUNS);
+        let mut run = Run {
+            no: *no,
+            left: rng
+                .random_range(10..40)
+                .min(u32::try_from(options.tasks - submitted).unwrap_or(u32::MAX)),
+            confidence: (drifting || rng.random_bool(0.5)).then(|| rng.random_range(0.75..0.98)),
+            drift: if drifting {
+                rng.random_range(0.04..0.09)
+            } else {
+                0.0
+            },
+        };
         let run_class = if rng.random_bool(0.15) {
             RunClass::Exploratory
         } else {
             RunClass::Customer
         };
-        let request = TaskRequest {
-            tenant_id: tenant.to_owned(),
-            tool_id: tool.to_owned(),
-            input: input_for(tool, &mut rng),
-            use_case: None,
-            run_id: Some(format!("{tenant}-run-{run_no}")),
-            run_class,
-            task_id: None,
-            confidence: None,
-            // The agent's session is one trace: its manifests are found together.
-            trace_id: Some(format!("{tenant}-trace-{run_no}")),
-            approval_id: None,
-        };
-        let response = gateway.submit(request).await?;
-        *summary
-            .outcomes
-            .entry(response.outcome.as_str().to_owned())
-            .or_default() += 1;
-        summary.cost += response.total_cost;
-        summary.tasks += 1;
-        clock.advance(TimeDelta::milliseconds(
-            rng.random_range(step_ms / 2..=step_ms * 3 / 2),
-        ));
-        progress(done + 1, options.tasks);
+        let run_id = format!("{tenant}-run-{}", run.no);
+        while run.left > 0 {
+            let today = u32::try_from((clock.now() - start).num_days()).unwrap_or(0) + 1;
+            while day < today.min(days) {
+                day += 1;
+                hooks.new_day(day).await;
+                if day == burst_day && days > 1 {
+                    let smallest = tenants[tenants.len() - 1];
+                    burst(gateway, smallest, &mut rng, &mut summary).await?;
+                    done += BURST_TASKS;
+                    progress(done, total);
+                }
+            }
+            run.left -= 1;
+            let tool = tools[rng.random_range(0..tools.len())];
+            let confidence = run.confidence;
+            if let Some(c) = &mut run.confidence {
+                *c = (*c - run.drift + rng.random_range(-0.02..0.02)).clamp(0.01, 1.0);
+            }
+            let request = TaskRequest {
+                tenant_id: tenant.to_owned(),
+                tool_id: tool.to_owned(),
+                input: input_for(tool, &mut rng),
+                use_case: None,
+                run_id: Some(run_id.clone()),
+                run_class,
+                task_id: None,
+                confidence: confidence.map(|c| c as f32),
+                // The agent's session is one trace: its manifests are found together.
+                trace_id: Some(format!("{tenant}-trace-{}", run.no)),
+                approval_id: None,
+            };
+            let response = gateway.submit(request).await?;
+            if response.outcome == Outcome::Capped {
+                summary
+                    .capped_runs
+                    .insert((tenant.to_owned(), run_id.clone()));
+            }
+            count(&mut summary, response.outcome, response.total_cost);
+            clock.advance(TimeDelta::milliseconds(rng.random_range(1_000..15_000)));
+            submitted += 1;
+            done += 1;
+            progress(done, total);
+        }
+        // The next session starts where this share of the week has gone by.
+        let due = start
+            + TimeDelta::milliseconds(
+                span.num_milliseconds() * i64::try_from(submitted).unwrap_or(0)
+                    / i64::try_from(options.tasks.max(1)).unwrap_or(1),
+            );
+        if clock.now() < due {
+            clock.set(due - TimeDelta::milliseconds(rng.random_range(0..=step_ms.max(1))));
+        }
     }
     clock.set(end);
     Ok(summary)
+}
+
+fn count(summary: &mut WorkloadSummary, outcome: Outcome, cost: Money) {
+    *summary
+        .outcomes
+        .entry(outcome.as_str().to_owned())
+        .or_default() += 1;
+    summary.cost += cost;
+    summary.tasks += 1;
+}
+
+/// A burst: many tasks from one tenant at the same moment, past what its tier admits.
+async fn burst(
+    gateway: &Arc<Gateway>,
+    tenant: &str,
+    rng: &mut StdRng,
+    summary: &mut WorkloadSummary,
+) -> Result<(), GatewayError> {
+    let requests: Vec<TaskRequest> = (0..BURST_TASKS)
+        .map(|i| TaskRequest {
+            tenant_id: tenant.to_owned(),
+            tool_id: "json-transform".to_owned(),
+            input: json!({ "records": [{ "id": i, "amount": rng.random_range(1..10_000) }], "sum": "amount" }),
+            use_case: None,
+            run_id: Some(format!("{tenant}-burst")),
+            run_class: RunClass::Customer,
+            task_id: Some(format!("{tenant}-burst-{i}")),
+            confidence: None,
+            trace_id: Some(format!("{tenant}-burst")),
+            approval_id: None,
+        })
+        .collect();
+    let mut submitted = tokio::task::JoinSet::new();
+    for request in requests {
+        let gateway = gateway.clone();
+        submitted.spawn(async move { gateway.submit(request).await });
+    }
+    while let Some(answer) = submitted.join_next().await {
+        let response = answer
+            .map_err(|e| GatewayError::InvalidRequest(format!("a burst task panicked: {e}")))??;
+        if response.outcome == Outcome::Throttled {
+            summary.burst_throttled += 1;
+        }
+        count(summary, response.outcome, response.total_cost);
+    }
+    summary.burst += BURST_TASKS;
+    Ok(())
 }
 
 fn weighted_index(rng: &mut StdRng, n: usize) -> usize {

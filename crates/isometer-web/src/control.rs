@@ -83,6 +83,16 @@ impl AppState {
                 message: "the configuration is invalid; the active version stays".into(),
                 problems: errors.0.iter().map(ToString::to_string).collect(),
             })?;
+        self.apply_config(config, actor).await
+    }
+
+    /// Makes `config` active if it is new (archived first, the change recorded); `None`
+    /// when it is the active version already. Nothing changes on any error.
+    pub async fn apply_config(
+        &self,
+        config: Config,
+        actor: &str,
+    ) -> Result<Option<Applied>, ApiError> {
         if config.version == self.gateway.config().version {
             return Ok(None);
         }
