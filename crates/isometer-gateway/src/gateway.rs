@@ -59,6 +59,8 @@ pub struct Gateway {
 struct Loaded {
     config: Arc<Config>,
     artifacts: HashMap<String, Artifact>,
+    /// Tools whose artifact is not a usable module, with the reason.
+    invalid: HashMap<String, String>,
     /// Each policy's egress allowlist, by policy id.
     egress: HashMap<String, Arc<AllowlistEgress>>,
     /// The instruction-poisoning rules each tool's descriptor matches, by tool id.
@@ -863,6 +865,21 @@ impl Gateway {
             .config
             .tool(&plan.tool_id)
             .and_then(|_| plan.loaded.config.policy_for(&plan.tool_id, &tenant.tier));
+        if let (Some(_), Some(reason)) = (policy, plan.loaded.invalid.get(&plan.tool_id)) {
+            let detail = format!(
+                "the artifact of tool `{}` is not usable: {reason}",
+                plan.tool_id
+            );
+            return self
+                .seal(
+                    plan,
+                    ExecutionReport::not_run(Outcome::InvalidArtifact, detail),
+                    None,
+                    self.clock.now(),
+                    Vec::new(),
+                )
+                .await;
+        }
         let Some((policy, artifact)) = policy.zip(plan.loaded.artifacts.get(&plan.tool_id)) else {
             let detail = format!(
                 "no policy allows tool `{}` for tier `{}`",
@@ -1403,34 +1420,41 @@ impl Loaded {
         credentials: &Arc<Credentials>,
     ) -> Result<Self, GatewayError> {
         let mut artifacts = HashMap::new();
+        let mut invalid = HashMap::new();
         for tool in &config.tools {
-            let artifact =
-                runtime
-                    .load_file(&tool.artifact)
-                    .map_err(|e| GatewayError::Artifact {
-                        tool: tool.id.clone(),
-                        declared_at: tool.declared_at.clone(),
-                        message: match &e {
-                            isometer_runtime::RuntimeError::Read { .. } => {
-                                format!("{e} (build the guest tools with `make guests`)")
-                            }
-                            _ => e.to_string(),
-                        },
-                    })?;
+            let refuse = |message: String| GatewayError::Artifact {
+                tool: tool.id.clone(),
+                declared_at: tool.declared_at.clone(),
+                message,
+            };
+            let bytes = std::fs::read(&tool.artifact).map_err(|e| {
+                refuse(format!(
+                    "cannot read {}: {e} (build the guest tools with `make guests`)",
+                    tool.artifact.display()
+                ))
+            })?;
+            let hash = isometer_core::sha256_hex(&bytes);
             if let Some(pin) = &tool.sha256
-                && pin != artifact.hash()
+                && *pin != hash
             {
-                return Err(GatewayError::Artifact {
-                    tool: tool.id.clone(),
-                    declared_at: tool.declared_at.clone(),
-                    message: format!(
-                        "{} has sha256 {}, but the tool is pinned to {pin}",
-                        tool.artifact.display(),
-                        artifact.hash()
-                    ),
-                });
+                return Err(refuse(format!(
+                    "{} has sha256 {hash}, but the tool is pinned to {pin}",
+                    tool.artifact.display(),
+                )));
             }
-            artifacts.insert(tool.id.clone(), artifact);
+            match runtime.load(&bytes) {
+                Ok(artifact) => {
+                    artifacts.insert(tool.id.clone(), artifact);
+                }
+                // A file that is there but is no usable module does not stop the other
+                // tools: its tasks are answered `invalid_artifact`, and it is logged.
+                Err(isometer_runtime::RuntimeError::InvalidArtifact(reason)) => {
+                    tracing::warn!(tool = %tool.id, artifact = %tool.artifact.display(), %reason,
+                        "the tool's artifact is not a usable module; its tasks will be invalid_artifact");
+                    invalid.insert(tool.id.clone(), reason);
+                }
+                Err(e) => return Err(refuse(e.to_string())),
+            }
         }
         for tenant in &config.tenants {
             if config.currency_of_tier(&tenant.tier).is_none() {
@@ -1458,6 +1482,7 @@ impl Loaded {
         Ok(Loaded {
             config,
             artifacts,
+            invalid,
             egress,
             descriptor_hits,
         })

@@ -651,3 +651,68 @@ async fn poisoned_content_and_descriptors_are_caught_before_the_guest() {
         signed.verify(gateway.signer().trusted()).expect("verifies");
     }
 }
+
+#[tokio::test]
+async fn a_tool_whose_artifact_is_no_module_answers_invalid_artifact_and_the_rest_run() {
+    let upstream = Upstream::start(202, r#"{"id":"m-1"}"#).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broken = dir.path().join("legacy.wasm");
+    std::fs::write(&broken, b"this was never a wasm module").expect("write");
+    let mut config = config(&upstream);
+    config.tools.push(Tool {
+        id: "legacy-export".into(),
+        artifact: broken,
+        declared_at: "test".into(),
+        description: "an export built by an old toolchain".into(),
+        default_use_case: "document-export".into(),
+        sha256: None,
+        destructive: false,
+    });
+    let template = config.policies[0].clone();
+    config.policies.push(Policy {
+        id: "legacy-export/standard".into(),
+        tool_id: "legacy-export".into(),
+        tenant_tier: "standard".into(),
+        ..template
+    });
+    let store = isometer_testkit::database().await;
+    let gateway = Gateway::new(
+        Arc::new(config),
+        store.writer(WriterOptions::default()).expect("writer"),
+        isometer_testkit::signer(),
+        Arc::new(SystemClock),
+    )
+    .expect("a broken artifact does not stop the configuration");
+    let task = |tool: &str| TaskRequest {
+        tenant_id: "acme".into(),
+        tool_id: tool.into(),
+        input: json!({"text": "One. Two."}),
+        use_case: None,
+        run_id: None,
+        run_class: Default::default(),
+        task_id: None,
+        confidence: None,
+        trace_id: None,
+        approval_id: None,
+    };
+    let broken = gateway
+        .submit(task("legacy-export"))
+        .await
+        .expect("answered");
+    assert_eq!(broken.outcome, Outcome::InvalidArtifact);
+    assert_eq!(broken.total_cost, isometer_core::Money::ZERO, "nothing ran");
+    assert!(
+        broken.attempts[0]
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains("legacy-export")),
+        "{:?}",
+        broken.attempts[0].detail
+    );
+    let fine = gateway.submit(task("summarize")).await.expect("answered");
+    assert_eq!(fine.outcome, Outcome::Success);
+    gateway.flush().await.expect("flushed");
+    let events = store.task_events(&broken.task_id).await.expect("events");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].outcome, Outcome::InvalidArtifact);
+}
