@@ -1,5 +1,6 @@
 //! `isometer demo`: a fresh database, a week of multi-tenant work, a summary, the dashboard.
 
+use super::upstreams;
 use crate::{Cli, DemoArgs};
 use anyhow::Context;
 use isometer_core::{Clock, ManualClock, SystemClock};
@@ -31,7 +32,14 @@ pub(crate) async fn demo(
             .with_context(|| format!("cannot clear the demo's spool {}", spool.display()))?;
     }
     store.migrate().await.context("migrating")?;
-    let config = Arc::new(Config::load(&cli.config)?);
+    // The services the demo's tools reach, and the configuration that names them.
+    let upstreams = upstreams::start().await?;
+    let config = Arc::new(demo_config(
+        &cli.config,
+        &cli.data_dir.join("demo-config"),
+        upstreams.addr,
+        false,
+    )?);
     let clock = Arc::new(ManualClock::new(SystemClock.now()));
     let gateway = Arc::new(Gateway::with_runtime(
         config,
@@ -51,6 +59,7 @@ pub(crate) async fn demo(
         tasks: args.tasks,
         seed: args.seed,
         days: args.days,
+        upstream: Some(upstreams.base()),
     };
     eprintln!(
         "demo: submitting {} tasks over {} simulated days",
@@ -58,7 +67,12 @@ pub(crate) async fn demo(
     );
     let mut hooks = WeekHooks {
         state: state.clone(),
-        variant: variant_config(&cli.config, cli.data_dir.join("demo-config"))?,
+        variant: Some(demo_config(
+            &cli.config,
+            &cli.data_dir.join("demo-config-changed"),
+            upstreams.addr,
+            true,
+        )?),
         rollback_day: 0,
     };
     let mut bar = Progress::new(started);
@@ -128,6 +142,21 @@ pub(crate) async fn demo(
         out,
         "  throttled tasks    {:>6} ({} of the {} in the burst)",
         kpis.throttled_tasks, summary.burst_throttled, summary.burst
+    )?;
+    let waiting = summary.expired.saturating_sub(
+        summary
+            .outcomes
+            .get("approval_required")
+            .copied()
+            .unwrap_or(0),
+    );
+    writeln!(
+        out,
+        "  approvals          {:>6} ({} approved, {} denied, {} expired, {waiting} awaiting an approver)",
+        summary.approvals,
+        summary.approved,
+        summary.denied,
+        summary.expired - waiting,
     )?;
     if hooks.rollback_day > 0 {
         writeln!(
@@ -201,47 +230,172 @@ impl workload::Hooks for WeekHooks {
     }
 }
 
-/// The shipped configuration with the slow tool's deadline cut to 5 ms, written beside
-/// the data (its tools' paths made absolute); `None` when the configuration has no such
-/// deadline to cut.
-fn variant_config(
+/// The demo's configuration: the shipped one (its tools' paths made absolute) plus the
+/// tools that reach the demo's upstream services, written to `dir`. With `cut_deadline`,
+/// the slow tool's standard-tier deadline is cut to 5 ms (the change the demo rolls back).
+fn demo_config(
     config: &std::path::Path,
-    dir: std::path::PathBuf,
-) -> anyhow::Result<Option<Config>> {
+    dir: &std::path::Path,
+    upstream: std::net::SocketAddr,
+    cut_deadline: bool,
+) -> anyhow::Result<Config> {
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+        std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let base = config
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", config.display()))?;
-    let mut changed = false;
+    let root = base.parent().unwrap_or(&base).display().to_string();
+    let key = dir.join("market-data.key");
+    std::fs::write(&key, upstreams::MARKET_KEY)?;
+    // A tool deployed broken: its file is no wasm module, so its tasks are invalid_artifact.
+    let legacy = dir.join("legacy-export.wasm");
+    std::fs::write(&legacy, b"MZ\x90\x00 a Windows binary uploaded by mistake")?;
     for entry in std::fs::read_dir(&base)? {
         let path = entry?.path();
         if path.extension().is_none_or(|e| e != "toml") {
             continue;
         }
-        let mut text = std::fs::read_to_string(&path)?;
-        let parent = base.parent().unwrap_or(&base).display().to_string();
-        text = text.replace("artifact = \"../", &format!("artifact = \"{parent}/"));
-        if path.file_name().is_some_and(|n| n == "policies.toml") {
-            let cut = text.replace(
-                "tool_id = \"slow\"\ntenant_tier = \"standard\"\npurpose = \"export documents from a slow archive\"\nmax_duration_ms = 250",
-                "tool_id = \"slow\"\ntenant_tier = \"standard\"\npurpose = \"export documents from a slow archive\"\nmax_duration_ms = 5",
-            );
-            changed = cut != text;
-            text = cut;
-        }
         let name = path
             .file_name()
             .map(std::ffi::OsStr::to_owned)
             .unwrap_or_default();
+        let mut text = std::fs::read_to_string(&path)?
+            .replace("artifact = \"../", &format!("artifact = \"{root}/"));
+        let overlay = match name.to_str() {
+            Some("tools.toml") => tools_overlay(&root, &legacy),
+            Some("policies.toml") => policies_overlay(upstream),
+            Some("secrets.toml") => format!(
+                "\n# The demo's market-data service: its key, injected by the egress gateway.\n\
+                 [[secret_profile]]\nid = \"market-data\"\n\n[[secret_profile.secret]]\n\
+                 host = \"{upstream}\"\nheader = \"Authorization\"\nprefix = \"Bearer \"\n\
+                 value = \"file:{}\"\n",
+                key.display()
+            ),
+            _ => String::new(),
+        };
+        text.push_str(&overlay);
+        if cut_deadline && name == "policies.toml" {
+            text = text.replace(
+                "purpose = \"export documents from a slow archive\"\nmax_duration_ms = 250",
+                "purpose = \"export documents from a slow archive\"\nmax_duration_ms = 5",
+            );
+        }
         std::fs::write(dir.join(name), text)?;
     }
-    if !changed {
-        return Ok(None);
+    Ok(Config::load(dir)?)
+}
+
+fn tools_overlay(root: &str, legacy: &std::path::Path) -> String {
+    let guest = |name: &str| format!("{root}/target/guests/wasm32-wasip1/release/{name}.wasm");
+    format!(
+        r#"
+# The demo's tools that reach its local upstream services.
+[[tool]]
+id = "market-quote"
+artifact = "{fetch}"
+description = "Reads a stock quote from the market-data service"
+default_use_case = "portfolio-quote"
+
+[[tool]]
+id = "news-digest"
+artifact = "{fetch}"
+description = "Reads market news for a briefing"
+default_use_case = "market-briefing"
+
+[[tool]]
+id = "partner-sync"
+artifact = "{fetch}"
+description = "Reads accounts from a partner's API"
+default_use_case = "crm-sync"
+
+[[tool]]
+id = "send-email"
+artifact = "{email}"
+description = "Sends an email to a customer"
+default_use_case = "customer-notice"
+destructive = true
+
+[[tool]]
+id = "legacy-export"
+artifact = "{legacy}"
+description = "Exports documents in the old format"
+default_use_case = "document-export"
+"#,
+        fetch = guest("fetch"),
+        email = guest("send-email"),
+        legacy = legacy.display(),
+    )
+}
+
+fn policies_overlay(upstream: std::net::SocketAddr) -> String {
+    let mut out =
+        String::from("\n# The demo's upstream tools, for the standard and premium tiers.\n");
+    for tier in ["standard", "premium"] {
+        out.push_str(&format!(
+            r#"
+[[policy]]
+id = "market-quote/{tier}"
+tool_id = "market-quote"
+tenant_tier = "{tier}"
+purpose = "read quotes to answer portfolio questions"
+max_duration_ms = 2000
+max_fuel = 50_000_000
+max_memory_mb = 64
+max_output_bytes = 65_536
+network_allowlist = [{{ host = "{upstream}", access = "read" }}]
+secret_profile = "market-data"
+
+[[policy]]
+id = "news-digest/{tier}"
+tool_id = "news-digest"
+tenant_tier = "{tier}"
+purpose = "read market news for briefings"
+max_duration_ms = 2000
+max_fuel = 50_000_000
+max_memory_mb = 64
+max_output_bytes = 65_536
+network_allowlist = [{{ host = "{upstream}", access = "read" }}]
+on_poisoning = "deny"
+
+[[policy]]
+id = "partner-sync/{tier}"
+tool_id = "partner-sync"
+tenant_tier = "{tier}"
+purpose = "synchronise accounts with a partner"
+max_duration_ms = 2000
+max_fuel = 50_000_000
+max_memory_mb = 64
+max_output_bytes = 65_536
+network_allowlist = [{{ host = "{upstream}", access = "read" }}]
+retry = {{ max_attempts = 3, budget_ratio = 0.3, window_s = 300, backoff_ms = 10, on = ["failed"] }}
+fallback = {{ kind = "static", body = '{{"synced":false,"status":"deferred"}}' }}
+
+[[policy]]
+id = "legacy-export/{tier}"
+tool_id = "legacy-export"
+tenant_tier = "{tier}"
+purpose = "export documents in the old format"
+max_duration_ms = 2000
+max_fuel = 50_000_000
+max_memory_mb = 64
+max_output_bytes = 65_536
+
+[[policy]]
+id = "send-email/{tier}"
+tool_id = "send-email"
+tenant_tier = "{tier}"
+purpose = "notify customers by email"
+max_duration_ms = 2000
+max_fuel = 50_000_000
+max_memory_mb = 64
+max_output_bytes = 65_536
+network_allowlist = [{{ host = "{upstream}", access = "write" }}]
+"#
+        ));
     }
-    Ok(Some(Config::load(&dir)?))
+    out
 }
 
 /// A one-line progress bar with tasks/s on a terminal; a line per tenth otherwise.

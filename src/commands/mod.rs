@@ -6,6 +6,7 @@ mod keys;
 mod replay;
 mod run;
 mod serve;
+mod upstreams;
 mod verify;
 
 use crate::{Cli, Command};

@@ -26,8 +26,17 @@ async fn the_demo_seeds_clickhouse_and_leaves_no_server_running() {
         "throttled tasks",
         "rolled back on day 4",
         "billed",
+        "approvals",
     ] {
         assert!(stdout.contains(line), "{line} missing from\n{stdout}");
+    }
+    // The week exercises every outcome at least once.
+    for outcome in isometer_core::Outcome::ALL {
+        let count = stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(outcome.as_str()))
+            .and_then(|rest| rest.trim().parse::<u64>().ok());
+        assert!(count > Some(0), "no {outcome:?} in the demo:\n{stdout}");
     }
     assert!(
         !crate::process_running_with(&crate::server_needle(data.path())),
@@ -45,7 +54,7 @@ async fn the_demo_seeds_clickhouse_and_leaves_no_server_running() {
         totals.events >= totals.tasks && totals.tasks == 1600,
         "a task has one attempt or more: {totals:?}"
     );
-    assert!(totals.tenants >= 3 && totals.tools >= 3, "{totals:?}");
+    assert!(totals.tenants >= 8 && totals.tools >= 6, "{totals:?}");
     // Raw tables and rollups agree, every task once.
     let store = Store::new(&server.url(), "isometer_demo");
     let books = store.reconcile().await.expect("reconcile");

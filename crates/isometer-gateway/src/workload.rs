@@ -21,12 +21,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// What to generate.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct WorkloadOptions {
     pub tasks: usize,
     pub seed: u64,
     /// Days of history the tasks are spread over, ending at the clock's start time.
     pub days: u32,
+    /// The base URL of the upstream services the network tools reach (`market-quote`,
+    /// `news-digest`, `partner-sync`, `send-email`); without it, those tools get no URL.
+    pub upstream: Option<String>,
 }
 
 impl Default for WorkloadOptions {
@@ -35,6 +38,7 @@ impl Default for WorkloadOptions {
             tasks: 1_200,
             seed: 7,
             days: 7,
+            upstream: None,
         }
     }
 }
@@ -52,6 +56,12 @@ pub struct WorkloadSummary {
     /// Tasks submitted in the burst, and how many of them were refused for load.
     pub burst: usize,
     pub burst_throttled: usize,
+    /// Destructive tasks that asked for an approval, and what the approver did.
+    pub approvals: usize,
+    pub approved: usize,
+    pub denied: usize,
+    /// Left undecided until they expired.
+    pub expired: usize,
 }
 
 /// What the caller does as the simulated days go by.
@@ -99,6 +109,8 @@ const SENTENCES: &[&str] = &[
 ];
 
 const REGIONS: &[&str] = &["emea", "amer", "apac"];
+
+const SYMBOLS: &[&str] = &["ACME", "GLBX", "INIT", "HOOL", "UMBR", "WAYN"];
 
 /// Submits `options.tasks` tasks (and the burst), moving `clock` through the simulated
 /// days. `progress(done, total)` is called after each task.
@@ -164,6 +176,7 @@ pub async fn run(
             let today = u32::try_from((clock.now() - start).num_days()).unwrap_or(0) + 1;
             while day < today.min(days) {
                 day += 1;
+                expire(gateway, &mut summary).await?;
                 hooks.new_day(day).await;
                 if day == burst_day && days > 1 {
                     let smallest = tenants[tenants.len() - 1];
@@ -173,7 +186,7 @@ pub async fn run(
                 }
             }
             run.left -= 1;
-            let tool = tools[rng.random_range(0..tools.len())];
+            let tool = pick_tool(&tools, &mut rng);
             let confidence = run.confidence;
             if let Some(c) = &mut run.confidence {
                 *c = (*c - run.drift + rng.random_range(-0.02..0.02)).clamp(0.01, 1.0);
@@ -181,23 +194,38 @@ pub async fn run(
             let request = TaskRequest {
                 tenant_id: tenant.to_owned(),
                 tool_id: tool.to_owned(),
-                input: input_for(tool, &mut rng),
+                input: input_for(tool, &mut rng, options.upstream.as_deref()),
                 use_case: None,
                 run_id: Some(run_id.clone()),
                 run_class,
-                task_id: None,
+                // A destructive tool's task is submitted again once approved: it needs an
+                // id of its own.
+                task_id: config
+                    .tools
+                    .iter()
+                    .any(|t| t.id == tool && t.destructive)
+                    .then(|| format!("{run_id}-{submitted}")),
                 confidence: confidence.map(|c| c as f32),
                 // The agent's session is one trace: its manifests are found together.
                 trace_id: Some(format!("{tenant}-trace-{}", run.no)),
                 approval_id: None,
             };
-            let response = gateway.submit(request).await?;
-            if response.outcome == Outcome::Capped {
-                summary
-                    .capped_runs
-                    .insert((tenant.to_owned(), run_id.clone()));
+            let mut response = Some(gateway.submit(request.clone()).await?);
+            if let Some(ticket) = response
+                .as_ref()
+                .filter(|r| r.outcome == Outcome::ApprovalRequired && r.attempts.is_empty())
+                .and_then(|r| r.approval.clone())
+            {
+                response = approve(gateway, &mut rng, request, ticket, &mut summary).await?;
             }
-            count(&mut summary, response.outcome, response.total_cost);
+            if let Some(response) = response {
+                if response.outcome == Outcome::Capped {
+                    summary
+                        .capped_runs
+                        .insert((tenant.to_owned(), run_id.clone()));
+                }
+                count(&mut summary, response.outcome, response.total_cost);
+            }
             clock.advance(TimeDelta::milliseconds(rng.random_range(1_000..15_000)));
             submitted += 1;
             done += 1;
@@ -214,7 +242,64 @@ pub async fn run(
         }
     }
     clock.set(end);
+    expire(gateway, &mut summary).await?;
+    // Every submission, those still awaiting an approver included.
+    summary.tasks = total;
     Ok(summary)
+}
+
+/// Ends the approvals nobody decided in time; their tasks count as `approval_required`.
+async fn expire(gateway: &Gateway, summary: &mut WorkloadSummary) -> Result<(), GatewayError> {
+    for _ in 0..gateway.expire_approvals().await? {
+        count(summary, Outcome::ApprovalRequired, Money::ZERO);
+    }
+    Ok(())
+}
+
+/// The approver's part: most destructive tasks are approved and run; some are denied
+/// (the task is recorded `policy_denied`); one in ten is left until its approval expires
+/// (recorded `approval_required` when the day ends). Answers the task's final outcome and
+/// cost when it has one now.
+async fn approve(
+    gateway: &Arc<Gateway>,
+    rng: &mut StdRng,
+    request: TaskRequest,
+    ticket: crate::ApprovalTicket,
+    summary: &mut WorkloadSummary,
+) -> Result<Option<crate::TaskResponse>, GatewayError> {
+    summary.approvals += 1;
+    let roll = rng.random_range(0..10);
+    if roll == 0 {
+        summary.expired += 1;
+        return Ok(None);
+    }
+    let approve = roll > 1;
+    let reason = if approve {
+        "checked with the account owner"
+    } else {
+        "the customer did not ask for it"
+    };
+    gateway
+        .decide(
+            &ticket.approval_id,
+            approve,
+            "demo-approver",
+            Some(reason.to_owned()),
+        )
+        .await?;
+    if !approve {
+        summary.denied += 1;
+        count(summary, Outcome::PolicyDenied, Money::ZERO);
+        return Ok(None);
+    }
+    summary.approved += 1;
+    let response = gateway
+        .submit(TaskRequest {
+            approval_id: Some(ticket.approval_id),
+            ..request
+        })
+        .await?;
+    Ok(Some(response))
 }
 
 fn count(summary: &mut WorkloadSummary, outcome: Outcome, cost: Money) {
@@ -264,6 +349,18 @@ async fn burst(
     Ok(())
 }
 
+/// Tools an agent seldom calls: one call in a hundred goes to one of them.
+const RARE_TOOLS: &[&str] = &["legacy-export"];
+
+fn pick_tool<'t>(tools: &[&'t str], rng: &mut StdRng) -> &'t str {
+    let (rare, common): (Vec<&str>, Vec<&str>) = tools.iter().partition(|t| RARE_TOOLS.contains(t));
+    if !rare.is_empty() && (common.is_empty() || rng.random_bool(0.01)) {
+        rare[rng.random_range(0..rare.len())]
+    } else {
+        common[rng.random_range(0..common.len())]
+    }
+}
+
 fn weighted_index(rng: &mut StdRng, n: usize) -> usize {
     // Weight of position i is n - i: the first tenant is the busiest.
     let total = n * (n + 1) / 2;
@@ -278,7 +375,8 @@ fn weighted_index(rng: &mut StdRng, n: usize) -> usize {
     n - 1
 }
 
-fn input_for(tool: &str, rng: &mut StdRng) -> Value {
+fn input_for(tool: &str, rng: &mut StdRng, upstream: Option<&str>) -> Value {
+    let base = upstream.unwrap_or("http://upstream.invalid");
     match tool {
         "summarize" if rng.random_bool(0.03) => json!({ "txt": "a malformed request" }),
         "summarize" => {
@@ -289,6 +387,14 @@ fn input_for(tool: &str, rng: &mut StdRng) -> Value {
             json!({ "text": text.join(" "), "max_sentences": rng.random_range(1..4) })
         }
         "json-transform" => {
+            // Now and then an export far larger than the policy lets a tool answer.
+            if rng.random_bool(0.04) {
+                let note = SENTENCES[rng.random_range(0..SENTENCES.len())].repeat(2);
+                let records: Vec<Value> = (0..2_500)
+                    .map(|i| json!({ "id": i, "note": note }))
+                    .collect();
+                return json!({ "records": records });
+            }
             let n = rng.random_range(5..200);
             let records: Vec<Value> = (0..n)
                 .map(|i| {
@@ -313,13 +419,33 @@ fn input_for(tool: &str, rng: &mut StdRng) -> Value {
                 90..=96 => rng.random_range(4_000_000..9_000_000),
                 _ => 60_000_000,
             };
-            let alloc_kib: u64 = if rng.random_bool(0.03) {
-                200_000
-            } else {
-                rng.random_range(0..2_048)
+            let alloc_kib: u64 = match rng.random_range(0..100) {
+                0..=2 => 200_000,
+                // Past what a 32-bit guest can even ask for: its allocator traps.
+                3..=4 => 4_194_303,
+                _ => rng.random_range(0..2_048),
             };
             json!({ "rounds": rounds, "alloc_kib": alloc_kib })
         }
+        // One agent in twenty asks for the cloud metadata address: egress denies it.
+        "market-quote" if rng.random_bool(0.05) => {
+            json!({ "url": "http://169.254.169.254/latest/meta-data/iam" })
+        }
+        "market-quote" => {
+            let symbol = SYMBOLS[rng.random_range(0..SYMBOLS.len())];
+            json!({ "url": format!("{base}/quote?symbol={symbol}") })
+        }
+        "news-digest" => {
+            let topic = SYMBOLS[rng.random_range(0..SYMBOLS.len())];
+            json!({ "url": format!("{base}/news?topic={topic}") })
+        }
+        "partner-sync" => json!({ "url": format!("{base}/partner/accounts") }),
+        "send-email" => json!({
+            "endpoint": base,
+            "to": format!("owner-{}@customer.example", rng.random_range(1..500)),
+            "subject": "Your refund",
+            "body": "The duplicated invoice was refunded.",
+        }),
         _ => json!({}),
     }
 }
