@@ -67,6 +67,7 @@ pub(crate) async fn demo(
     );
     let mut hooks = WeekHooks {
         state: state.clone(),
+        clock: clock.clone(),
         variant: Some(demo_config(
             &cli.config,
             &cli.data_dir.join("demo-config-changed"),
@@ -206,9 +207,14 @@ pub(crate) async fn demo(
 /// be through the admin API.
 struct WeekHooks {
     state: isometer_web::AppState,
+    clock: Arc<ManualClock>,
     variant: Option<Config>,
     rollback_day: u32,
 }
+
+/// How long after a configuration change the next agent call arrives: what the change's
+/// activation time measures.
+const NEXT_CALL_AFTER_CHANGE_MS: i64 = 2_400;
 
 impl workload::Hooks for WeekHooks {
     async fn new_day(&mut self, day: u32) {
@@ -216,13 +222,19 @@ impl workload::Hooks for WeekHooks {
             3 => {
                 if let Some(variant) = self.variant.take() {
                     match self.state.apply_config(variant, "demo").await {
-                        Ok(_) => {}
+                        Ok(_) => self
+                            .clock
+                            .advance(chrono::TimeDelta::milliseconds(NEXT_CALL_AFTER_CHANGE_MS)),
                         Err(e) => eprintln!("demo: the configuration change failed: {e}"),
                     }
                 }
             }
             4 => match self.state.rollback_config("demo").await {
-                Ok(_) => self.rollback_day = day,
+                Ok(_) => {
+                    self.rollback_day = day;
+                    self.clock
+                        .advance(chrono::TimeDelta::milliseconds(NEXT_CALL_AFTER_CHANGE_MS));
+                }
                 Err(e) => eprintln!("demo: the rollback failed: {e}"),
             },
             _ => {}
@@ -232,7 +244,7 @@ impl workload::Hooks for WeekHooks {
 
 /// The demo's configuration: the shipped one (its tools' paths made absolute) plus the
 /// tools that reach the demo's upstream services, written to `dir`. With `cut_deadline`,
-/// the slow tool's standard-tier deadline is cut to 5 ms (the change the demo rolls back).
+/// the slow tool's deadline is cut to 5 ms (the change the demo rolls back).
 fn demo_config(
     config: &std::path::Path,
     dir: &std::path::Path,
