@@ -255,6 +255,10 @@ fn demo_config(
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Paths in the files are read relative to the directory itself: write absolute ones.
+    let dir = &dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", dir.display()))?;
     let base = config
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", config.display()))?;
