@@ -4,12 +4,15 @@ use isometer_store::{ManagedClickHouse, ServerOptions, Store};
 
 #[tokio::test]
 async fn the_demo_seeds_clickhouse_and_leaves_no_server_running() {
-    let data = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
+    // The demo runs as `make demo` does: with a data directory relative to where it runs.
+    let data_dir = work.path().join(".isometer");
     let output = crate::isometer()
+        .current_dir(work.path())
         .arg("--config")
         .arg(crate::config_dir())
         .arg("--data-dir")
-        .arg(data.path())
+        .arg(".isometer")
         .args(["demo", "--no-serve"])
         .output()
         .expect("runs");
@@ -39,13 +42,14 @@ async fn the_demo_seeds_clickhouse_and_leaves_no_server_running() {
         assert!(count > Some(0), "no {outcome:?} in the demo:\n{stdout}");
     }
     assert!(
-        !crate::process_running_with(&crate::server_needle(data.path())),
+        !crate::process_running_with(&crate::server_needle(data_dir.as_path())),
         "a clickhouse-server outlived the demo"
     );
 
     // Start a server on the same data to look at what the demo left.
-    let mut server = ManagedClickHouse::start(&ServerOptions::new(data.path().join("clickhouse")))
-        .expect("restart");
+    let mut server =
+        ManagedClickHouse::start(&ServerOptions::new(data_dir.as_path().join("clickhouse")))
+            .expect("restart");
     let totals = Store::new(&server.url(), "isometer_demo")
         .totals()
         .await
@@ -70,7 +74,7 @@ async fn the_demo_seeds_clickhouse_and_leaves_no_server_running() {
     // The spool it shipped from has nothing left.
     let status = crate::isometer()
         .arg("--data-dir")
-        .arg(data.path())
+        .arg(&data_dir)
         .args(["spool", "status", "--of", "isometer_demo", "--json"])
         .output()
         .expect("runs");
@@ -95,7 +99,7 @@ async fn the_demo_seeds_clickhouse_and_leaves_no_server_running() {
             .arg("--config")
             .arg(crate::config_dir())
             .arg("--data-dir")
-            .arg(data.path())
+            .arg(&data_dir)
             .args(["--database", "isometer_demo"])
             .args(args)
             .output()
@@ -157,7 +161,7 @@ async fn the_demo_seeds_clickhouse_and_leaves_no_server_running() {
     let statement: serde_json::Value = serde_json::from_slice(&statement.stdout).expect("json");
     assert_eq!(statement["draft"], true);
     assert_eq!(statement["statement"]["tenant_id"], "acme");
-    let focus = data.path().join("focus.csv");
+    let focus = data_dir.as_path().join("focus.csv");
     billing(&[
         "export",
         "focus",
@@ -171,10 +175,10 @@ async fn the_demo_seeds_clickhouse_and_leaves_no_server_running() {
     assert!(focus.lines().count() > 3, "{focus}");
 
     // Replay: the packages of one agent session's trace, from ClickHouse.
-    let out = data.path().join("replay");
+    let out = data_dir.as_path().join("replay");
     let export = crate::isometer()
         .arg("--data-dir")
-        .arg(data.path())
+        .arg(&data_dir)
         .args([
             "--database",
             "isometer_demo",
@@ -222,7 +226,7 @@ async fn the_demo_seeds_clickhouse_and_leaves_no_server_running() {
     let replay = |dir: &std::path::Path| {
         crate::isometer()
             .arg("--data-dir")
-            .arg(data.path())
+            .arg(&data_dir)
             .arg("replay")
             .arg("--run")
             .arg(dir)
