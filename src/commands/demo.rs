@@ -346,70 +346,46 @@ default_use_case = "document-export"
 }
 
 fn policies_overlay(upstream: std::net::SocketAddr) -> String {
+    let read = format!("network_allowlist = [{{ host = \"{upstream}\", access = \"read\" }}]");
+    let write = format!("network_allowlist = [{{ host = \"{upstream}\", access = \"write\" }}]");
+    // Each tool's purpose and what its policy adds to the shared budget.
+    let tools = [
+        (
+            "market-quote",
+            "read quotes to answer portfolio questions",
+            format!("{read}\nsecret_profile = \"market-data\""),
+        ),
+        (
+            "news-digest",
+            "read market news for briefings",
+            format!("{read}\non_poisoning = \"deny\""),
+        ),
+        (
+            "partner-sync",
+            "synchronise accounts with a partner",
+            format!(
+                "{read}\nretry = {{ max_attempts = 3, budget_ratio = 0.3, window_s = 300, \
+                 backoff_ms = 10, on = [\"failed\"] }}\nfallback = {{ kind = \"static\", \
+                 body = '{{\"synced\":false,\"status\":\"deferred\"}}' }}"
+            ),
+        ),
+        (
+            "legacy-export",
+            "export documents in the old format",
+            String::new(),
+        ),
+        ("send-email", "notify customers by email", write),
+    ];
     let mut out =
         String::from("\n# The demo's upstream tools, for the standard and premium tiers.\n");
     for tier in ["standard", "premium"] {
-        out.push_str(&format!(
-            r#"
-[[policy]]
-id = "market-quote/{tier}"
-tool_id = "market-quote"
-tenant_tier = "{tier}"
-purpose = "read quotes to answer portfolio questions"
-max_duration_ms = 2000
-max_fuel = 50_000_000
-max_memory_mb = 64
-max_output_bytes = 65_536
-network_allowlist = [{{ host = "{upstream}", access = "read" }}]
-secret_profile = "market-data"
-
-[[policy]]
-id = "news-digest/{tier}"
-tool_id = "news-digest"
-tenant_tier = "{tier}"
-purpose = "read market news for briefings"
-max_duration_ms = 2000
-max_fuel = 50_000_000
-max_memory_mb = 64
-max_output_bytes = 65_536
-network_allowlist = [{{ host = "{upstream}", access = "read" }}]
-on_poisoning = "deny"
-
-[[policy]]
-id = "partner-sync/{tier}"
-tool_id = "partner-sync"
-tenant_tier = "{tier}"
-purpose = "synchronise accounts with a partner"
-max_duration_ms = 2000
-max_fuel = 50_000_000
-max_memory_mb = 64
-max_output_bytes = 65_536
-network_allowlist = [{{ host = "{upstream}", access = "read" }}]
-retry = {{ max_attempts = 3, budget_ratio = 0.3, window_s = 300, backoff_ms = 10, on = ["failed"] }}
-fallback = {{ kind = "static", body = '{{"synced":false,"status":"deferred"}}' }}
-
-[[policy]]
-id = "legacy-export/{tier}"
-tool_id = "legacy-export"
-tenant_tier = "{tier}"
-purpose = "export documents in the old format"
-max_duration_ms = 2000
-max_fuel = 50_000_000
-max_memory_mb = 64
-max_output_bytes = 65_536
-
-[[policy]]
-id = "send-email/{tier}"
-tool_id = "send-email"
-tenant_tier = "{tier}"
-purpose = "notify customers by email"
-max_duration_ms = 2000
-max_fuel = 50_000_000
-max_memory_mb = 64
-max_output_bytes = 65_536
-network_allowlist = [{{ host = "{upstream}", access = "write" }}]
-"#
-        ));
+        for (tool, purpose, extra) in &tools {
+            out.push_str(&format!(
+                "\n[[policy]]\nid = \"{tool}/{tier}\"\ntool_id = \"{tool}\"\n\
+                 tenant_tier = \"{tier}\"\npurpose = \"{purpose}\"\nmax_duration_ms = 2000\n\
+                 max_fuel = 50_000_000\nmax_memory_mb = 64\nmax_output_bytes = 65_536\n{extra}\n"
+            ));
+        }
     }
     out
 }

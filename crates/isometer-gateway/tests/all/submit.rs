@@ -19,16 +19,12 @@ pub(crate) fn config(upstream: &Upstream) -> Config {
     for tool in &mut config.tools {
         tool.artifact = isometer_testkit::guest(&tool.id);
     }
-    config.tools.push(Tool {
-        id: "send-email".into(),
-        artifact: isometer_testkit::guest("send-email"),
-        declared_at: "test".into(),
-        description: "sends one email".into(),
-        default_use_case: "notify".into(),
-        sha256: None,
-        destructive: false,
-    });
-    let template = config.policies[0].clone();
+    let template = with_tool(
+        &mut config,
+        "send-email",
+        isometer_testkit::guest("send-email"),
+        "notify",
+    );
     config.policies.push(Policy {
         id: "send-email/standard".into(),
         tool_id: "send-email".into(),
@@ -45,6 +41,25 @@ pub(crate) fn config(upstream: &Upstream) -> Config {
         ..template
     });
     config
+}
+
+/// Adds tool `id` (not destructive) to `config`; answers a policy to build its own from.
+fn with_tool(
+    config: &mut Config,
+    id: &str,
+    artifact: std::path::PathBuf,
+    use_case: &str,
+) -> Policy {
+    config.tools.push(Tool {
+        id: id.into(),
+        artifact,
+        declared_at: "test".into(),
+        description: format!("the test's {id}"),
+        default_use_case: use_case.into(),
+        sha256: None,
+        destructive: false,
+    });
+    config.policies[0].clone()
 }
 
 #[tokio::test]
@@ -659,16 +674,7 @@ async fn a_tool_whose_artifact_is_no_module_answers_invalid_artifact_and_the_res
     let broken = dir.path().join("legacy.wasm");
     std::fs::write(&broken, b"this was never a wasm module").expect("write");
     let mut config = config(&upstream);
-    config.tools.push(Tool {
-        id: "legacy-export".into(),
-        artifact: broken,
-        declared_at: "test".into(),
-        description: "an export built by an old toolchain".into(),
-        default_use_case: "document-export".into(),
-        sha256: None,
-        destructive: false,
-    });
-    let template = config.policies[0].clone();
+    let template = with_tool(&mut config, "legacy-export", broken, "document-export");
     config.policies.push(Policy {
         id: "legacy-export/standard".into(),
         tool_id: "legacy-export".into(),
