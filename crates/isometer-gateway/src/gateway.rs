@@ -337,12 +337,12 @@ impl Gateway {
     /// (`repeated`), and one that is running now waits for it.
     pub async fn submit(&self, request: TaskRequest) -> Result<TaskResponse, GatewayError> {
         let started = std::time::Instant::now();
-        let tenant_id = request.tenant_id.clone();
         let result = self.submit_counted(request).await;
         match &result {
-            Ok(response) => self
-                .metrics
-                .task(&tenant_id, response.outcome, started.elapsed()),
+            Ok(response) => {
+                self.metrics
+                    .task(&response.tenant_id, response.outcome, started.elapsed());
+            }
             Err(_) => self.metrics.error(),
         }
         result
