@@ -152,7 +152,7 @@ impl UsageWriter {
         });
         let shipper = Shipper {
             client,
-            reader: spool.reader(checkpoint.shipped),
+            resume: checkpoint.shipped,
             spool: spool.clone(),
             dir,
             options,
@@ -420,10 +420,69 @@ impl Batch {
     }
 }
 
+/// Reads and decodes batches from the spool, one ahead of the shipper: the next batch is
+/// ready when the insert of the current one returns, so decoding and ClickHouse's work on
+/// the insert overlap.
+struct Gatherer {
+    spool: Spool,
+    reader: SpoolReader,
+    options: WriterOptions,
+}
+
+/// Aborts a spawned task when dropped (the gatherer goes with its shipper).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Gatherer {
+    /// Sends batches until the shipper is gone; a spool read error is sent, then ends.
+    async fn run(mut self, batches: tokio::sync::mpsc::Sender<Result<Batch, StoreError>>) {
+        loop {
+            let next = self.gather().await;
+            let failed = next.is_err();
+            if batches.send(next).await.is_err() || failed {
+                return;
+            }
+        }
+    }
+
+    /// Collects the next batch: enough rows, or rows old enough.
+    async fn gather(&mut self) -> Result<Batch, StoreError> {
+        let mut batch = Batch::default();
+        let mut due: Option<Instant> = None;
+        loop {
+            while batch.rows() < self.options.max_batch_rows {
+                match self.reader.next_record()? {
+                    Some(record) => batch.add(record)?,
+                    None => break,
+                }
+            }
+            if batch.rows() >= self.options.batch_rows.min(self.options.max_batch_rows) {
+                return Ok(batch);
+            }
+            if !batch.records.is_empty() {
+                let due = *due.get_or_insert_with(|| Instant::now() + self.options.max_delay);
+                if Instant::now() >= due {
+                    return Ok(batch);
+                }
+                let more = self.spool.wait_beyond(self.reader.position());
+                let _ = tokio::time::timeout_at(due, more).await;
+            } else {
+                self.spool.wait_beyond(self.reader.position()).await;
+            }
+        }
+    }
+}
+
 struct Shipper {
     client: Client,
     spool: Spool,
-    reader: SpoolReader,
+    /// Where reading resumes after the batch left in flight by an earlier process.
+    resume: u64,
     dir: PathBuf,
     options: WriterOptions,
     state: watch::Sender<ShipState>,
@@ -444,20 +503,26 @@ impl Shipper {
                 }
             }
         }
-        loop {
-            let batch = match self.gather().await {
-                Ok(Some(batch)) => batch,
-                Ok(None) => return,
+        let gatherer = Gatherer {
+            spool: self.spool.clone(),
+            reader: self.spool.reader(self.resume),
+            options: self.options.clone(),
+        };
+        let (tx, mut batches) = tokio::sync::mpsc::channel(1);
+        let _gatherer = AbortOnDrop(tokio::spawn(gatherer.run(tx)));
+        while let Some(next) = batches.recv().await {
+            match next {
+                Ok(batch) => self.ship(batch, false).await,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the spool; shipper stopped");
                     self.note_error(e.to_string());
                     return;
                 }
-            };
-            self.ship(batch, false).await;
+            }
         }
     }
 
+    /// The records `first..end`, the batch an earlier process left in flight.
     fn read_batch(&mut self, first: u64, end: u64) -> Result<Batch, StoreError> {
         let mut reader = self.spool.reader(first);
         let mut batch = Batch::default();
@@ -467,36 +532,8 @@ impl Shipper {
                 None => break,
             }
         }
-        self.reader = self.spool.reader(end.max(first));
+        self.resume = end.max(first);
         Ok(batch)
-    }
-
-    /// Collects the next batch: enough rows, or rows old enough. `None` when the spool is
-    /// closed.
-    async fn gather(&mut self) -> Result<Option<Batch>, StoreError> {
-        let mut batch = Batch::default();
-        let mut due: Option<Instant> = None;
-        loop {
-            while batch.rows() < self.options.max_batch_rows {
-                match self.reader.next_record()? {
-                    Some(record) => batch.add(record)?,
-                    None => break,
-                }
-            }
-            if batch.rows() >= self.options.batch_rows.min(self.options.max_batch_rows) {
-                return Ok(Some(batch));
-            }
-            if !batch.records.is_empty() {
-                let due = *due.get_or_insert_with(|| Instant::now() + self.options.max_delay);
-                if Instant::now() >= due {
-                    return Ok(Some(batch));
-                }
-                let more = self.spool.wait_beyond(self.reader.position());
-                let _ = tokio::time::timeout_at(due, more).await;
-            } else {
-                self.spool.wait_beyond(self.reader.position()).await;
-            }
-        }
     }
 
     /// Inserts a batch exactly once, then moves the checkpoint past it.
