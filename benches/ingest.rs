@@ -181,6 +181,7 @@ async fn measure(server: &ManagedClickHouse, dir: &std::path::Path) -> anyhow::R
         ..WriterOptions::default()
     };
     let (mut tasks, mut events) = (0, 0);
+    eprintln!("filling a spool with {SHIPPED_EVENTS} events while ClickHouse is out of reach");
     {
         let offline = Store::new("http://127.0.0.1:9", "ingest").writer(spool.clone())?;
         while events < SHIPPED_EVENTS {
@@ -192,6 +193,7 @@ async fn measure(server: &ManagedClickHouse, dir: &std::path::Path) -> anyhow::R
     }
     let store = Store::open(&url, "ingest").await?;
     store.migrate().await?;
+    eprintln!("shipping them");
     let started = Instant::now();
     let writer = store.writer(spool)?;
     writer.flush().await?;
@@ -210,6 +212,7 @@ async fn measure(server: &ManagedClickHouse, dir: &std::path::Path) -> anyhow::R
     drop(writer);
 
     // The ceiling: the same event rows, a bare inserter, no spool.
+    eprintln!("the ceiling: {CEILING_EVENTS} events through a bare inserter");
     let ceiling_store = Store::open(&url, "ceiling").await?;
     ceiling_store.migrate().await?;
     let rows: Vec<(Vec<UsageEvent>, TaskRecord)> = (0..CEILING_EVENTS * 5 / 6)
@@ -230,6 +233,7 @@ async fn measure(server: &ManagedClickHouse, dir: &std::path::Path) -> anyhow::R
         "{url}/?database=naive&query={}",
         "INSERT%20INTO%20usage_events%20FORMAT%20JSONEachRow"
     );
+    eprintln!("the peer: one INSERT per event for {NAIVE_FOR:?}");
     let t = Instant::now();
     let mut naive_events = 0u64;
     while t.elapsed() < NAIVE_FOR {
@@ -270,6 +274,7 @@ async fn measure(server: &ManagedClickHouse, dir: &std::path::Path) -> anyhow::R
         spool_dir: Some(dir.join("fresh-spool")),
         ..WriterOptions::default()
     })?;
+    eprintln!("freshness: {PROBE_RATE} events/s for {PROBE_FOR:?}");
     let tick = Duration::from_millis(10);
     let per_tick = PROBE_RATE * 10 / 1_000 * 5 / 6; // tasks per tick at 1.2 events each
     let (probe_tx, mut probe_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();

@@ -3,7 +3,8 @@
 //!
 //! - `record` returns once the task's rows are durable in the spool (group commit).
 //! - The shipper gathers records into batches (at least `batch_rows`, at most
-//!   `max_batch_rows`, and never older than `max_delay`), inserts them in RowBinary, and
+//!   `max_batch_rows` in any one table, and never older than `max_delay`), one batch
+//!   ahead of the insert in progress, inserts them in RowBinary (one insert per table), and
 //!   moves its checkpoint past them once ClickHouse answered. Before sending it writes the
 //!   batch's range to the checkpoint, and every row carries the batch's id.
 //! - An insert that failed without a clear answer (connection cut, timeout, restart with a
@@ -36,7 +37,7 @@ pub struct WriterOptions {
     pub spool: SpoolOptions,
     /// Ship as soon as this many rows are waiting.
     pub batch_rows: usize,
-    /// Most rows in one insert.
+    /// Most rows in one insert: a batch ends when one of its tables has this many.
     pub max_batch_rows: usize,
     /// Ship rows no later than this after the first of them was appended.
     pub max_delay: Duration,
@@ -399,6 +400,14 @@ impl Batch {
         self.events.len() + self.tasks.len() + self.manifests.len()
     }
 
+    /// Rows of the largest of the batch's inserts (one per table).
+    fn largest_insert(&self) -> usize {
+        self.events
+            .len()
+            .max(self.tasks.len())
+            .max(self.manifests.len())
+    }
+
     fn add(&mut self, record: SpoolRecord) -> Result<(), StoreError> {
         let (events, task, manifests) = decode_task(&record)?;
         if self.records.is_empty() {
@@ -455,13 +464,15 @@ impl Gatherer {
         let mut batch = Batch::default();
         let mut due: Option<Instant> = None;
         loop {
-            while batch.rows() < self.options.max_batch_rows {
+            while batch.largest_insert() < self.options.max_batch_rows {
                 match self.reader.next_record()? {
                     Some(record) => batch.add(record)?,
                     None => break,
                 }
             }
-            if batch.rows() >= self.options.batch_rows.min(self.options.max_batch_rows) {
+            if batch.rows() >= self.options.batch_rows
+                || batch.largest_insert() >= self.options.max_batch_rows
+            {
                 return Ok(batch);
             }
             if !batch.records.is_empty() {
