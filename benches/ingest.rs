@@ -96,7 +96,9 @@ fn task(i: u64, run: &str) -> (Vec<UsageEvent>, TaskRecord) {
 fn main() -> anyhow::Result<()> {
     let root = isometer_testkit::workspace_root();
     let dir = tempfile::tempdir()?;
-    let server = ManagedClickHouse::start(&ServerOptions::new(dir.path().join("clickhouse")))?;
+    let (clickhouse_dir, where_clickhouse) = common::clickhouse_dir()?;
+    let server =
+        ManagedClickHouse::start(&ServerOptions::new(clickhouse_dir.path().join("server")))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -105,6 +107,7 @@ fn main() -> anyhow::Result<()> {
     let f = figures?;
 
     println!("suite ingest: usage rows into ClickHouse, 2 cores shared with the server");
+    println!("  {where_clickhouse}; spool on disk");
     let row = |name: &str, value: String| println!("  {name:<52} {value:>12}");
     row(
         "isometer: spool → ClickHouse, events/s",
@@ -143,6 +146,7 @@ fn main() -> anyhow::Result<()> {
         "ingest",
         &serde_json::json!({
             "suite": "ingest",
+            "clickhouse_data": where_clickhouse,
             "events_per_s": f.events_per_s,
             "events": f.events,
             "rows_per_s": f.rows_per_s,

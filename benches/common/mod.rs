@@ -36,3 +36,43 @@ pub(crate) fn write_json(root: &Path, suite: &str, json: &serde_json::Value) -> 
     )?;
     Ok(())
 }
+
+/// Where a suite's ClickHouse server keeps its data, and how the suite describes it.
+///
+/// ClickHouse creates dozens of files per inserted part. On this kind of virtual disk
+/// (ext4 without a journal) allocating inodes next to recently deleted ones costs the
+/// server a fifth of the machine's CPU, which is the disk's figure, not isometer's or
+/// ClickHouse's. So the server's data goes on tmpfs (`/dev/shm`) when there is one;
+/// `ISOMETER_BENCH_CLICKHOUSE_DIR` names another place (a disk, to measure it there).
+/// Spools stay on disk either way: their fsyncs are part of isometer's cost.
+pub(crate) fn clickhouse_dir() -> anyhow::Result<(tempfile::TempDir, String)> {
+    let base = match std::env::var_os("ISOMETER_BENCH_CLICKHOUSE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None if is_tmpfs(Path::new("/dev/shm")) => PathBuf::from("/dev/shm"),
+        None => std::env::temp_dir(),
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("isometer-bench-clickhouse-")
+        .tempdir_in(&base)?;
+    let kind = if is_tmpfs(&base) { "tmpfs" } else { "disk" };
+    Ok((
+        dir,
+        format!("ClickHouse data on {kind} ({})", base.display()),
+    ))
+}
+
+fn is_tmpfs(dir: &Path) -> bool {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return false;
+    };
+    // The mount with the longest path that contains `dir` decides.
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let (_, at, kind) = (words.next()?, words.next()?, words.next()?);
+            dir.starts_with(at).then(|| (at.len(), kind == "tmpfs"))
+        })
+        .max_by_key(|(len, _)| *len)
+        .is_some_and(|(_, tmpfs)| tmpfs)
+}

@@ -12,6 +12,7 @@ mod kpi;
 mod managed;
 mod migrate;
 mod queries;
+mod rowbinary;
 mod rows;
 mod spool;
 mod synthetic;

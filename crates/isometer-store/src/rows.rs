@@ -425,7 +425,8 @@ impl TaskRow {
     }
 }
 
-/// What the shipper needs of a row to settle a batch: its unique key and its day.
+/// What the shipper needs of a row to settle a batch: its table, its unique key (the
+/// first column, see `rowbinary`) and its day. Every such row has a `batch_id` column.
 pub(crate) trait Shipped: clickhouse::RowOwned + clickhouse::RowWrite + Clone {
     /// The table, the key column and the day column.
     const TABLE: &'static str;
@@ -433,7 +434,6 @@ pub(crate) trait Shipped: clickhouse::RowOwned + clickhouse::RowWrite + Clone {
     const DAY: &'static str;
     fn key(&self) -> &str;
     fn day(&self) -> u16;
-    fn set_batch(&mut self, batch_id: u64);
 }
 
 impl Shipped for EventRow {
@@ -446,9 +446,6 @@ impl Shipped for EventRow {
     fn day(&self) -> u16 {
         self.event_date
     }
-    fn set_batch(&mut self, batch_id: u64) {
-        self.batch_id = batch_id;
-    }
 }
 
 impl Shipped for TaskRow {
@@ -460,9 +457,6 @@ impl Shipped for TaskRow {
     }
     fn day(&self) -> u16 {
         self.submitted_date
-    }
-    fn set_batch(&mut self, batch_id: u64) {
-        self.batch_id = batch_id;
     }
 }
 
@@ -581,9 +575,6 @@ impl Shipped for ManifestRow {
     }
     fn day(&self) -> u16 {
         self.manifest_date
-    }
-    fn set_batch(&mut self, batch_id: u64) {
-        self.batch_id = batch_id;
     }
 }
 

@@ -16,6 +16,7 @@
 
 use crate::Store;
 use crate::error::StoreError;
+use crate::rowbinary::{RawRows, insert_sql};
 use crate::rows::{EventRow, ManifestRecord, ManifestRow, Shipped, TaskRow, TaskRowV2, TaskRowV3};
 use crate::spool::{Spool, SpoolError, SpoolOptions, SpoolReader, SpoolRecord, SpoolStatus};
 use clickhouse::Client;
@@ -277,8 +278,9 @@ pub fn spool_status(dir: &Path) -> Result<SpoolStatus, StoreError> {
 /// A new row layout takes a new number, so records written before it still decode.
 /// Format 1: (events, task). Format 2: (events, task, manifests). Format 3: the task row
 /// carries the gateway's controls (retry stop, fallback, loop cap, avoided cost). Format 4:
-/// and the compliance flag.
-const PAYLOAD_FORMAT: u8 = 4;
+/// and the compliance flag. Format 5: the same rows in ClickHouse's RowBinary (see
+/// [`RawRows::encode`]), so shipping copies them instead of decoding and encoding each.
+const PAYLOAD_FORMAT: u8 = 5;
 
 /// A task's rows as one spool record.
 fn encode_task(
@@ -292,21 +294,25 @@ fn encode_task(
         .collect::<Result<Vec<_>, _>>()?;
     let task = TaskRow::try_from(task)?;
     let manifests: Vec<ManifestRow> = manifests.iter().map(ManifestRow::from).collect();
+    let mut rows = Batch::default();
+    rows.push_typed((events, task, manifests))?;
     let mut payload = vec![PAYLOAD_FORMAT];
-    postcard::to_io(&(events, task, manifests), &mut payload)
-        .map_err(|e| StoreError::Corrupt(format!("cannot encode a spool record: {e}")))?;
+    rows.events.encode(&mut payload);
+    rows.tasks.encode(&mut payload);
+    rows.manifests.encode(&mut payload);
     Ok(payload)
 }
 
-/// The rows of one spool record.
+/// The rows of one spool record written in formats 1 to 4.
 type TaskRows = (Vec<EventRow>, TaskRow, Vec<ManifestRow>);
 
+/// Decodes a record of formats 1 to 4 (postcard).
 fn decode_task(record: &SpoolRecord) -> Result<TaskRows, StoreError> {
     let undecodable = |e: postcard::Error| {
         StoreError::Corrupt(format!("spool record {} does not decode: {e}", record.seq))
     };
     match record.payload.split_first() {
-        Some((&PAYLOAD_FORMAT, rows)) => postcard::from_bytes(rows).map_err(undecodable),
+        Some((4, rows)) => postcard::from_bytes(rows).map_err(undecodable),
         Some((3, rows)) => postcard::from_bytes(rows)
             .map(|(events, task, manifests): (_, TaskRowV3, _)| (events, task.into(), manifests))
             .map_err(undecodable),
@@ -389,9 +395,9 @@ impl Checkpoint {
 struct Batch {
     first: u64,
     end: u64,
-    events: Vec<EventRow>,
-    tasks: Vec<TaskRow>,
-    manifests: Vec<ManifestRow>,
+    events: RawRows,
+    tasks: RawRows,
+    manifests: RawRows,
     records: Vec<SpoolRecord>,
 }
 
@@ -409,23 +415,36 @@ impl Batch {
     }
 
     fn add(&mut self, record: SpoolRecord) -> Result<(), StoreError> {
-        let (events, task, manifests) = decode_task(&record)?;
+        match record.payload.split_first() {
+            Some((&PAYLOAD_FORMAT, mut rows)) => {
+                let cut = |e: StoreError| {
+                    StoreError::Corrupt(format!("spool record {} does not decode: {e}", record.seq))
+                };
+                self.events.decode_into(&mut rows).map_err(cut)?;
+                self.tasks.decode_into(&mut rows).map_err(cut)?;
+                self.manifests.decode_into(&mut rows).map_err(cut)?;
+            }
+            _ => self.push_typed(decode_task(&record)?)?,
+        }
         if self.records.is_empty() {
             self.first = record.seq;
         }
         self.end = record.seq + 1;
-        self.events.extend(events);
-        self.tasks.push(task);
-        self.manifests.extend(manifests);
         self.records.push(record);
         Ok(())
     }
 
+    fn push_typed(&mut self, (events, task, manifests): TaskRows) -> Result<(), StoreError> {
+        events.iter().try_for_each(|r| self.events.push(r))?;
+        self.tasks.push(&task)?;
+        manifests.iter().try_for_each(|r| self.manifests.push(r))
+    }
+
     fn stamp(&mut self) {
         let id = self.first;
-        self.events.iter_mut().for_each(|r| r.set_batch(id));
-        self.tasks.iter_mut().for_each(|r| r.set_batch(id));
-        self.manifests.iter_mut().for_each(|r| r.set_batch(id));
+        self.events.stamp(id);
+        self.tasks.stamp(id);
+        self.manifests.stamp(id);
     }
 }
 
@@ -560,9 +579,9 @@ impl Shipper {
         self.write_checkpoint(intent).await;
         // The tables at once: ClickHouse parses each insert on its own core.
         let (events, tasks, manifests) = tokio::join!(
-            self.settle(&mut batch.events, batch.first, in_doubt),
-            self.settle(&mut batch.tasks, batch.first, in_doubt),
-            self.settle(&mut batch.manifests, batch.first, in_doubt)
+            self.settle::<EventRow>(&mut batch.events, batch.first, in_doubt),
+            self.settle::<TaskRow>(&mut batch.tasks, batch.first, in_doubt),
+            self.settle::<ManifestRow>(&mut batch.manifests, batch.first, in_doubt)
         );
         let rejected = events.err().or(tasks.err()).or(manifests.err());
         if let Some(mut rejected) = rejected {
@@ -609,7 +628,7 @@ impl Shipper {
     /// earlier insert of this batch may have landed, so first ask which rows did.
     async fn settle<T: Shipped>(
         &self,
-        rows: &mut Vec<T>,
+        rows: &mut RawRows,
         batch_id: u64,
         mut in_doubt: bool,
     ) -> Result<(), Rejected> {
@@ -631,7 +650,7 @@ impl Shipper {
                                 "rows of a batch in doubt had landed; not sending them again"
                             );
                         }
-                        rows.retain(|r| !landed.contains(r.key()));
+                        rows.retain(|key| !landed.contains(key));
                     }
                     Err(e) => {
                         if !is_outage(&e) {
@@ -656,7 +675,7 @@ impl Shipper {
             }
             attempt += 1;
             let query_id = format!("isometer-{}-{batch_id}-{}-{attempt}", T::TABLE, self.nonce);
-            let error = match insert(&self.client, rows, &query_id).await {
+            let error = match insert::<T>(&self.client, rows, &query_id).await {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
@@ -690,7 +709,7 @@ impl Shipper {
     /// still running there.
     async fn landed<T: Shipped>(
         &self,
-        rows: &[T],
+        rows: &RawRows,
         batch_id: u64,
     ) -> Result<HashSet<String>, clickhouse::error::Error> {
         let prefix = format!("isometer-{}-{batch_id}-%", T::TABLE);
@@ -710,10 +729,7 @@ impl Shipper {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let (low, high) = rows
-            .iter()
-            .map(Shipped::day)
-            .fold((u16::MAX, 0), |(lo, hi), d| (lo.min(d), hi.max(d)));
+        let (low, high) = rows.days();
         let sql = format!(
             "SELECT {key} FROM {table} WHERE batch_id = ? AND {day} BETWEEN toDate(?) AND toDate(?)",
             key = T::KEY,
@@ -771,18 +787,24 @@ fn day_text(day: u16) -> String {
         )
 }
 
+/// Bytes handed to the connection at a time.
+const SEND_CHUNK: usize = 1 << 20;
+
 async fn insert<T: Shipped>(
     client: &Client,
-    rows: &[T],
+    rows: &RawRows,
     query_id: &str,
 ) -> Result<(), clickhouse::error::Error> {
     let mut insert = client
-        .insert::<T>(T::TABLE)
-        .await?
+        .insert_formatted_with(insert_sql::<T>())
         .with_setting("query_id", query_id)
         .with_timeouts(Some(SEND_TIMEOUT), Some(ANSWER_TIMEOUT));
-    for row in rows {
-        insert.write(row).await?;
+    let bytes = bytes::Bytes::copy_from_slice(rows.bytes());
+    let mut at = 0;
+    while at < bytes.len() {
+        let end = (at + SEND_CHUNK).min(bytes.len());
+        insert.send(bytes.slice(at..end)).await?;
+        at = end;
     }
     insert.end().await
 }
@@ -863,10 +885,28 @@ mod tests {
             output: vec![0xff, 0x00],
             logs: Vec::new(),
         };
+        // The current format holds the rows in RowBinary, exactly as encoding them does.
         let current = encode_task(&[], &task(), std::slice::from_ref(&manifest)).expect("encoded");
-        let (_, _, manifests) = decode_task(&record(current)).expect("decodes");
-        let back = ManifestRecord::try_from(manifests[0].clone()).expect("record");
-        assert_eq!(back, manifest);
+        let mut batch = Batch::default();
+        batch.add(record(current.clone())).expect("decodes");
+        let mut expected = RawRows::default();
+        expected
+            .push(&ManifestRow::from(&manifest))
+            .expect("encoded");
+        assert_eq!(batch.manifests.bytes(), expected.bytes());
+        assert_eq!(batch.manifests.keys().collect::<Vec<_>>(), ["t1/1"]);
+        assert_eq!(batch.tasks.keys().collect::<Vec<_>>(), ["t1"]);
+        assert!(batch.events.is_empty());
+        // Stamping writes the batch id at the end of the manifest row (its last column).
+        batch.stamp();
+        let stamped = batch.manifests.bytes();
+        assert_eq!(stamped[stamped.len() - 8..], 7u64.to_le_bytes());
+        // A record cut short is an error that names it, never a wrong row.
+        let mut short = Batch::default();
+        let err = short
+            .add(record(current[..current.len() - 3].to_vec()))
+            .expect_err("cut short");
+        assert!(err.to_string().contains("spool record 7"), "{err}");
 
         let err = decode_task(&record(vec![9, 0])).expect_err("unknown format");
         assert!(err.to_string().contains("payload format 9"), "{err}");

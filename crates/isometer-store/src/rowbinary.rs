@@ -1,0 +1,393 @@
+//! Rows kept as ClickHouse RowBinary from the moment they are recorded.
+//!
+//! The spool stores each row in the bytes ClickHouse reads, so shipping a batch copies
+//! bytes instead of decoding and encoding every field again. Each row carries where its
+//! `batch_id` column sits (the shipper writes the batch's id there) and its day (to ask
+//! which rows of a batch in doubt landed); its key is its first column.
+
+use crate::error::StoreError;
+use crate::rows::Shipped;
+use serde::Serialize;
+use serde::ser::{self, Impossible};
+
+/// Rows of one table, in RowBinary, back to back.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct RawRows {
+    bytes: Vec<u8>,
+    rows: Vec<RawRow>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RawRow {
+    start: usize,
+    len: usize,
+    /// Offset of the `batch_id` column within the row.
+    batch_at: usize,
+    day: u16,
+}
+
+impl RawRows {
+    pub(crate) fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The whole rows, ready to send.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Appends a typed row.
+    pub(crate) fn push<T: Shipped>(&mut self, row: &T) -> Result<(), StoreError> {
+        let start = self.bytes.len();
+        let mut serializer = RowSerializer {
+            out: &mut self.bytes,
+            batch_at: None,
+        };
+        row.serialize(&mut serializer)?;
+        let batch_at = serializer
+            .batch_at
+            .ok_or_else(|| StoreError::Corrupt(format!("{} rows have no batch_id", T::TABLE)))?;
+        self.rows.push(RawRow {
+            start,
+            len: self.bytes.len() - start,
+            batch_at: batch_at - start,
+            day: row.day(),
+        });
+        Ok(())
+    }
+
+    /// Appends a row already in RowBinary (from the spool), checking its layout.
+    fn push_raw(&mut self, row: &[u8], batch_at: usize, day: u16) -> Result<(), StoreError> {
+        if batch_at + 8 > row.len() || key_of(row).is_none() {
+            return Err(StoreError::Corrupt(
+                "a spooled row is shorter than its layout says".into(),
+            ));
+        }
+        self.rows.push(RawRow {
+            start: self.bytes.len(),
+            len: row.len(),
+            batch_at,
+            day,
+        });
+        self.bytes.extend_from_slice(row);
+        Ok(())
+    }
+
+    /// Writes `batch_id` into every row.
+    pub(crate) fn stamp(&mut self, batch_id: u64) {
+        for row in &self.rows {
+            let at = row.start + row.batch_at;
+            self.bytes[at..at + 8].copy_from_slice(&batch_id.to_le_bytes());
+        }
+    }
+
+    /// Each row's key (its first column, a string).
+    #[cfg(test)]
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &str> {
+        self.rows
+            .iter()
+            .map(|r| key_of(&self.bytes[r.start..r.start + r.len]).unwrap_or_default())
+    }
+
+    /// The first and last day of the rows.
+    pub(crate) fn days(&self) -> (u16, u16) {
+        self.rows
+            .iter()
+            .fold((u16::MAX, 0), |(lo, hi), r| (lo.min(r.day), hi.max(r.day)))
+    }
+
+    /// Keeps the rows whose key `keep` accepts.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        let mut kept = RawRows::default();
+        for r in &self.rows {
+            let row = &self.bytes[r.start..r.start + r.len];
+            if keep(key_of(row).unwrap_or_default()) {
+                kept.rows.push(RawRow {
+                    start: kept.bytes.len(),
+                    ..*r
+                });
+                kept.bytes.extend_from_slice(row);
+            }
+        }
+        *self = kept;
+    }
+
+    /// Writes the rows for the spool: count, then per row its length, `batch_id` offset,
+    /// day and bytes.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        put_u32(out, self.rows.len());
+        for r in &self.rows {
+            put_u32(out, r.len);
+            put_u32(out, r.batch_at);
+            out.extend_from_slice(&r.day.to_le_bytes());
+            out.extend_from_slice(&self.bytes[r.start..r.start + r.len]);
+        }
+    }
+
+    /// Reads rows written by [`RawRows::encode`] from the front of `input`.
+    pub(crate) fn decode_into(&mut self, input: &mut &[u8]) -> Result<(), StoreError> {
+        let count = take_u32(input)?;
+        for _ in 0..count {
+            let len = take_u32(input)?;
+            let batch_at = take_u32(input)?;
+            let day = u16::from_le_bytes(take(input, 2)?.try_into().unwrap_or_default());
+            let row = take(input, len)?;
+            self.push_raw(row, batch_at, day)?;
+        }
+        Ok(())
+    }
+}
+
+fn put_u32(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
+}
+
+fn take<'a>(input: &mut &'a [u8], n: usize) -> Result<&'a [u8], StoreError> {
+    if input.len() < n {
+        return Err(StoreError::Corrupt("a spooled row is cut short".into()));
+    }
+    let (head, rest) = input.split_at(n);
+    *input = rest;
+    Ok(head)
+}
+
+fn take_u32(input: &mut &[u8]) -> Result<usize, StoreError> {
+    let bytes = take(input, 4)?;
+    Ok(u32::from_le_bytes(bytes.try_into().unwrap_or_default()) as usize)
+}
+
+/// The first column of a row: a LEB128 length and UTF-8 bytes.
+fn key_of(row: &[u8]) -> Option<&str> {
+    let (mut len, mut shift, mut at) = (0usize, 0u32, 0usize);
+    loop {
+        let byte = *row.get(at)?;
+        at += 1;
+        len |= usize::from(byte & 0x7f).checked_shl(shift)?;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    std::str::from_utf8(row.get(at..at.checked_add(len)?)?).ok()
+}
+
+fn put_leb128(out: &mut Vec<u8>, mut n: u64) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+impl ser::Error for StoreError {
+    fn custom<T: std::fmt::Display>(msg: T) -> Self {
+        StoreError::Corrupt(format!("cannot encode a row: {msg}"))
+    }
+}
+
+/// RowBinary of the types our rows use: integers, floats, strings, bytes, `Option`
+/// (Nullable) and flat structs. It notes where the `batch_id` field starts.
+struct RowSerializer<'a> {
+    out: &'a mut Vec<u8>,
+    batch_at: Option<usize>,
+}
+
+fn unsupported(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("rows hold no {what}"))
+}
+
+impl<'a> ser::Serializer for &mut RowSerializer<'a> {
+    type Ok = ();
+    type Error = StoreError;
+    type SerializeSeq = Impossible<(), StoreError>;
+    type SerializeTuple = Impossible<(), StoreError>;
+    type SerializeTupleStruct = Impossible<(), StoreError>;
+    type SerializeTupleVariant = Impossible<(), StoreError>;
+    type SerializeMap = Impossible<(), StoreError>;
+    type SerializeStruct = Self;
+    type SerializeStructVariant = Impossible<(), StoreError>;
+
+    fn serialize_bool(self, v: bool) -> Result<(), StoreError> {
+        self.out.push(u8::from(v));
+        Ok(())
+    }
+    fn serialize_i8(self, v: i8) -> Result<(), StoreError> {
+        self.out.extend_from_slice(&v.to_le_bytes());
+        Ok(())
+    }
+    fn serialize_i16(self, v: i16) -> Result<(), StoreError> {
+        self.out.extend_from_slice(&v.to_le_bytes());
+        Ok(())
+    }
+    fn serialize_i32(self, v: i32) -> Result<(), StoreError> {
+        self.out.extend_from_slice(&v.to_le_bytes());
+        Ok(())
+    }
+    fn serialize_i64(self, v: i64) -> Result<(), StoreError> {
+        self.out.extend_from_slice(&v.to_le_bytes());
+        Ok(())
+    }
+    fn serialize_i128(self, v: i128) -> Result<(), StoreError> {
+        self.out.extend_from_slice(&v.to_le_bytes());
+        Ok(())
+    }
+    fn serialize_u8(self, v: u8) -> Result<(), StoreError> {
+        self.out.push(v);
+        Ok(())
+    }
+    fn serialize_u16(self, v: u16) -> Result<(), StoreError> {
+        self.out.extend_from_slice(&v.to_le_bytes());
+        Ok(())
+    }
+    fn serialize_u32(self, v: u32) -> Result<(), StoreError> {
+        self.out.extend_from_slice(&v.to_le_bytes());
+        Ok(())
+    }
+    fn serialize_u64(self, v: u64) -> Result<(), StoreError> {
+        self.out.extend_from_slice(&v.to_le_bytes());
+        Ok(())
+    }
+    fn serialize_u128(self, v: u128) -> Result<(), StoreError> {
+        self.out.extend_from_slice(&v.to_le_bytes());
+        Ok(())
+    }
+    fn serialize_f32(self, v: f32) -> Result<(), StoreError> {
+        self.out.extend_from_slice(&v.to_le_bytes());
+        Ok(())
+    }
+    fn serialize_f64(self, v: f64) -> Result<(), StoreError> {
+        self.out.extend_from_slice(&v.to_le_bytes());
+        Ok(())
+    }
+    fn serialize_char(self, _: char) -> Result<(), StoreError> {
+        Err(unsupported("char"))
+    }
+    fn serialize_str(self, v: &str) -> Result<(), StoreError> {
+        self.serialize_bytes(v.as_bytes())
+    }
+    fn serialize_bytes(self, v: &[u8]) -> Result<(), StoreError> {
+        put_leb128(self.out, v.len() as u64);
+        self.out.extend_from_slice(v);
+        Ok(())
+    }
+    fn serialize_none(self) -> Result<(), StoreError> {
+        self.out.push(1);
+        Ok(())
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), StoreError> {
+        self.out.push(0);
+        value.serialize(self)
+    }
+    fn serialize_unit(self) -> Result<(), StoreError> {
+        Err(unsupported("unit"))
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> Result<(), StoreError> {
+        Err(unsupported("unit struct"))
+    }
+    fn serialize_unit_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+    ) -> Result<(), StoreError> {
+        Err(unsupported("enum"))
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<(), StoreError> {
+        Err(unsupported("enum"))
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, StoreError> {
+        Err(unsupported("array"))
+    }
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, StoreError> {
+        Err(unsupported("tuple"))
+    }
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleStruct, StoreError> {
+        Err(unsupported("tuple"))
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, StoreError> {
+        Err(unsupported("enum"))
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, StoreError> {
+        Err(unsupported("map"))
+    }
+    fn serialize_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStruct, StoreError> {
+        Ok(self)
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, StoreError> {
+        Err(unsupported("enum"))
+    }
+}
+
+impl<'a> ser::SerializeStruct for &mut RowSerializer<'a> {
+    type Ok = ();
+    type Error = StoreError;
+
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        if key == "batch_id" {
+            self.batch_at = Some(self.out.len());
+        }
+        value.serialize(&mut **self)
+    }
+
+    fn end(self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// `INSERT INTO table(columns) FORMAT RowBinary` for rows of type `T`.
+pub(crate) fn insert_sql<T: Shipped>() -> String {
+    let columns: Vec<String> = <T as clickhouse::Row>::COLUMN_NAMES
+        .iter()
+        .map(|c| format!("`{c}`"))
+        .collect();
+    format!(
+        "INSERT INTO {}({}) FORMAT RowBinary",
+        T::TABLE,
+        columns.join(",")
+    )
+}
