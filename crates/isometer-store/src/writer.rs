@@ -3,7 +3,8 @@
 //!
 //! - `record` returns once the task's rows are durable in the spool (group commit).
 //! - The shipper gathers records into batches (at least `batch_rows`, at most
-//!   `max_batch_rows` in any one table, and never older than `max_delay`), one batch
+//!   `max_batch_rows` or `max_batch_bytes` in any one table, and never older than
+//!   `max_delay`), one batch
 //!   ahead of the insert in progress, inserts them in RowBinary (one insert per table), and
 //!   moves its checkpoint past them once ClickHouse answered. Before sending it writes the
 //!   batch's range to the checkpoint, and every row carries the batch's id.
@@ -40,6 +41,9 @@ pub struct WriterOptions {
     pub batch_rows: usize,
     /// Most rows in one insert: a batch ends when one of its tables has this many.
     pub max_batch_rows: usize,
+    /// Most bytes in one insert, for tables of large rows (manifests carry inputs and
+    /// outputs): a batch also ends when one of its tables has this many.
+    pub max_batch_bytes: usize,
     /// Ship rows no later than this after the first of them was appended.
     pub max_delay: Duration,
 }
@@ -51,6 +55,7 @@ impl Default for WriterOptions {
             spool: SpoolOptions::default(),
             batch_rows: 10_000,
             max_batch_rows: 100_000,
+            max_batch_bytes: 32 << 20,
             max_delay: Duration::from_millis(200),
         }
     }
@@ -168,12 +173,13 @@ impl UsageWriter {
             ),
         };
         let shipper = tokio::spawn(shipper.run(checkpoint.pending));
+        let abort = shipper.abort_handle();
         Ok(UsageWriter {
             store,
             spool,
             state,
             reported: Arc::default(),
-            _shipper: Arc::new(StopOnDrop(shipper.abort_handle())),
+            _shipper: Arc::new(StopOnDrop(abort)),
             _temporary: temporary,
         })
     }
@@ -406,12 +412,14 @@ impl Batch {
         self.events.len() + self.tasks.len() + self.manifests.len()
     }
 
-    /// Rows of the largest of the batch's inserts (one per table).
-    fn largest_insert(&self) -> usize {
-        self.events
-            .len()
-            .max(self.tasks.len())
-            .max(self.manifests.len())
+    /// Whether one of the batch's inserts (one per table) has `max_batch_rows` rows or
+    /// `max_batch_bytes` bytes.
+    fn is_full(&self, options: &WriterOptions) -> bool {
+        [&self.events, &self.tasks, &self.manifests]
+            .iter()
+            .any(|t| {
+                t.len() >= options.max_batch_rows || t.bytes().len() >= options.max_batch_bytes
+            })
     }
 
     fn add(&mut self, record: SpoolRecord) -> Result<(), StoreError> {
@@ -483,15 +491,19 @@ impl Gatherer {
         let mut batch = Batch::default();
         let mut due: Option<Instant> = None;
         loop {
-            while batch.largest_insert() < self.options.max_batch_rows {
+            let mut read = 0u32;
+            while !batch.is_full(&self.options) {
                 match self.reader.next_record()? {
                     Some(record) => batch.add(record)?,
                     None => break,
                 }
+                // A long backlog is read in steps: the workers also answer tasks.
+                read += 1;
+                if read.is_multiple_of(1_024) {
+                    tokio::task::yield_now().await;
+                }
             }
-            if batch.rows() >= self.options.batch_rows
-                || batch.largest_insert() >= self.options.max_batch_rows
-            {
+            if batch.rows() >= self.options.batch_rows || batch.is_full(&self.options) {
                 return Ok(batch);
             }
             if !batch.records.is_empty() {
@@ -600,8 +612,12 @@ impl Shipper {
             pending: None,
         };
         self.write_checkpoint(done).await;
-        if let Err(e) = self.spool.release(batch.end) {
-            tracing::warn!(error = %e, "cannot remove shipped spool segments");
+        let spool = self.spool.clone();
+        let end = batch.end;
+        match tokio::task::spawn_blocking(move || spool.release(end)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot remove shipped spool segments"),
+            Err(e) => tracing::warn!(error = %e, "cannot remove shipped spool segments"),
         }
         self.state.send_modify(|s| {
             s.shipped = batch.end;
@@ -609,10 +625,16 @@ impl Shipper {
         });
     }
 
-    /// Writes the checkpoint, retrying until the disk takes it.
+    /// Writes the checkpoint, retrying until the disk takes it. The syncs run on the
+    /// blocking pool: a slow disk must not hold a worker that serves tasks.
     async fn write_checkpoint(&self, checkpoint: Checkpoint) {
         let mut backoff = Duration::from_millis(100);
-        while let Err(e) = checkpoint.write(&self.dir) {
+        loop {
+            let dir = self.dir.clone();
+            let written = tokio::task::spawn_blocking(move || checkpoint.write(&dir))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            let Err(e) = written else { return };
             tracing::error!(error = %e, "cannot write the shipper checkpoint");
             self.note_error(format!("checkpoint: {e}"));
             tokio::time::sleep(backoff).await;
@@ -799,12 +821,8 @@ async fn insert<T: Shipped>(
         .insert_formatted_with(insert_sql::<T>())
         .with_setting("query_id", query_id)
         .with_timeouts(Some(SEND_TIMEOUT), Some(ANSWER_TIMEOUT));
-    let bytes = bytes::Bytes::copy_from_slice(rows.bytes());
-    let mut at = 0;
-    while at < bytes.len() {
-        let end = (at + SEND_CHUNK).min(bytes.len());
-        insert.send(bytes.slice(at..end)).await?;
-        at = end;
+    for chunk in rows.bytes().chunks(SEND_CHUNK) {
+        insert.send(bytes::Bytes::copy_from_slice(chunk)).await?;
     }
     insert.end().await
 }
