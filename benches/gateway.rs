@@ -19,7 +19,7 @@ mod common;
 use isometer_core::{Outcome, SystemClock};
 use isometer_gateway::{AdmissionOptions, Gateway, TaskRequest};
 use isometer_policy::{Config, Policy, Tenant, Tool};
-use isometer_store::{Store, WriterOptions};
+use isometer_store::{ManagedClickHouse, ServerOptions, Store, WriterOptions};
 use isometer_web::AppState;
 use isometer_web::auth::{Role, create_key};
 use serde_json::json;
@@ -48,8 +48,12 @@ fn main() -> anyhow::Result<()> {
         .build()?;
 
     let config = bench_config(&root)?;
+    let (clickhouse_dir, where_clickhouse) = common::clickhouse_dir()?;
+    let server =
+        ManagedClickHouse::start(&ServerOptions::new(clickhouse_dir.path().join("server")))?;
     let (store, gateway, base, keys) = server_rt.block_on(async {
-        let store = isometer_testkit::database().await;
+        let store = Store::open(&server.url(), "gateway").await?;
+        store.migrate().await?;
         let gateway = Arc::new(gateway_on(&store, config.clone(), None)?);
         let state = AppState::new(gateway.clone(), store.clone());
         state.start().await?;
@@ -70,13 +74,7 @@ fn main() -> anyhow::Result<()> {
         }
         anyhow::Ok((store, gateway, base, keys))
     })?;
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(MAX_OUTSTANDING)
-        .build()?;
-    let client = Client {
-        http,
-        url: format!("{base}/v1/tasks"),
-    };
+    let client = Client::new(base.trim_start_matches("http://").parse()?);
 
     // Saturation over HTTP, then the same path in process.
     let noop = json!({"tool_id": "noop", "input": null});
@@ -149,6 +147,7 @@ fn main() -> anyhow::Result<()> {
     );
 
     println!("suite gateway ({cores} cores)");
+    println!("  {where_clickhouse}; spools on disk");
     let line = |name: &str, value: String| println!("  {name:<52} {value:>12}");
     line(
         "tasks/s over HTTP, saturated (noop)",
@@ -200,6 +199,7 @@ fn main() -> anyhow::Result<()> {
     let json = json!({
         "suite": "gateway",
         "cores": cores,
+        "clickhouse_data": where_clickhouse,
         "http_tasks_per_s": http_tasks_per_s,
         "inprocess_tasks_per_s": inprocess_tasks_per_s,
         "http_over_inprocess": http_tasks_per_s / inprocess_tasks_per_s,
@@ -275,10 +275,79 @@ fn gateway_on(
     })
 }
 
+/// The load generator's HTTP/1.1 client, as small as wrk's: each request is prepared
+/// bytes written to a keep-alive connection, each answer read by its status line and
+/// `Content-Length`. It shares the cores with the server, so the less it costs, the more
+/// of the figure is the server's.
 #[derive(Clone)]
 struct Client {
-    http: reqwest::Client,
-    url: String,
+    addr: std::net::SocketAddr,
+    idle: Arc<std::sync::Mutex<Vec<Connection>>>,
+}
+
+struct Connection {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    fn new(addr: std::net::SocketAddr) -> Self {
+        Client {
+            addr,
+            idle: Arc::default(),
+        }
+    }
+
+    /// `POST /v1/tasks` with `body`, as bytes.
+    fn request(&self, key: &str, body: &serde_json::Value) -> Arc<[u8]> {
+        let body = body.to_string();
+        format!(
+            "POST /v1/tasks HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {key}\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        )
+        .into_bytes()
+        .into()
+    }
+}
+
+impl Connection {
+    /// Writes the request and reads the answer; its status.
+    async fn exchange(&mut self, request: &[u8]) -> std::io::Result<u16> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let bad = |what: &str| std::io::Error::other(format!("bad answer: {what}"));
+        self.stream.write_all(request).await?;
+        self.buf.clear();
+        let head_end = loop {
+            if let Some(at) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(bad("connection closed"));
+            }
+        };
+        let head = std::str::from_utf8(&self.buf[..head_end]).map_err(|_| bad("head"))?;
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("status line"))?;
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .ok_or_else(|| bad("no content-length"))?;
+        while self.buf.len() < head_end + length {
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(bad("body cut short"));
+            }
+        }
+        Ok(status)
+    }
 }
 
 /// What a load run got back.
@@ -314,18 +383,25 @@ impl Load {
     }
 }
 
-async fn send(client: &Client, key: &str, body: &serde_json::Value) -> Result<(u16, Duration), ()> {
+/// One request on an idle connection (or a new one); the answer's status and latency.
+async fn send(client: &Client, request: &[u8]) -> Result<(u16, Duration), ()> {
     let started = Instant::now();
-    let response = client
-        .http
-        .post(&client.url)
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .await
-        .map_err(|_| ())?;
-    let status = response.status().as_u16();
-    response.bytes().await.map_err(|_| ())?;
+    let idle = client.idle.lock().map_err(|_| ())?.pop();
+    let mut connection = match idle {
+        Some(c) => c,
+        None => {
+            let stream = tokio::net::TcpStream::connect(client.addr)
+                .await
+                .map_err(|_| ())?;
+            stream.set_nodelay(true).map_err(|_| ())?;
+            Connection {
+                stream,
+                buf: Vec::with_capacity(16 << 10),
+            }
+        }
+    };
+    let status = connection.exchange(request).await.map_err(|_| ())?;
+    client.idle.lock().map_err(|_| ())?.push(connection);
     Ok((status, started.elapsed()))
 }
 
@@ -337,15 +413,16 @@ async fn closed_loop(
     concurrency: usize,
     duration: Duration,
 ) -> anyhow::Result<Load> {
+    let request = client.request(key, body);
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (client, key, body) = (client.clone(), key.to_owned(), body.clone());
+            let (client, request) = (client.clone(), request.clone());
             tokio::spawn(async move {
                 let mut load = Load::default();
                 while started.elapsed() < duration {
                     load.offered += 1;
-                    load.add(send(&client, &key, &body).await);
+                    load.add(send(&client, &request).await);
                 }
                 load
             })
@@ -372,6 +449,7 @@ async fn open_loop(
     rate: f64,
     duration: Duration,
 ) -> anyhow::Result<Load> {
+    let request = client.request(key, body);
     let started = Instant::now();
     let outstanding = Arc::new(tokio::sync::Semaphore::new(MAX_OUTSTANDING));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -389,9 +467,9 @@ async fn open_loop(
             load.shed += 1;
             continue;
         };
-        let (client, key, body, tx) = (client.clone(), key.to_owned(), body.clone(), tx.clone());
+        let (client, request, tx) = (client.clone(), request.clone(), tx.clone());
         tokio::spawn(async move {
-            let outcome = send(&client, &key, &body).await;
+            let outcome = send(&client, &request).await;
             drop(permit);
             let _ = tx.send(outcome);
         });
