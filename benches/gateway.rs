@@ -34,6 +34,9 @@ const FAIRNESS_FOR: Duration = Duration::from_secs(4);
 const OVERLOAD_FOR: Duration = Duration::from_secs(4);
 /// Requests the load generator keeps outstanding at most (it sheds beyond).
 const MAX_OUTSTANDING: usize = 4_096;
+/// Connections the load generator opens at most, as wrk keeps a fixed number; requests
+/// beyond them wait for one, and that wait counts in their latency.
+const CONNECTIONS: usize = 1_024;
 
 fn main() -> anyhow::Result<()> {
     let root = isometer_testkit::workspace_root();
@@ -140,11 +143,18 @@ fn main() -> anyhow::Result<()> {
         throttled == refused,
         "{refused} tasks got 429, but {throttled} throttled records are in ClickHouse"
     );
-    anyhow::ensure!(
-        saturation.failed + half.failed + overload.failed == 0,
-        "{} requests failed otherwise",
-        saturation.failed + half.failed + overload.failed
-    );
+    for (phase, load) in [
+        ("saturation", &saturation),
+        ("half load", &half),
+        ("overload", &overload),
+    ] {
+        anyhow::ensure!(
+            load.failed == 0,
+            "{phase}: {} requests failed otherwise, the first: {}",
+            load.failed,
+            load.first_failure.as_deref().unwrap_or("?")
+        );
+    }
 
     println!("suite gateway ({cores} cores)");
     println!("  {where_clickhouse}; spools on disk");
@@ -283,6 +293,8 @@ fn gateway_on(
 struct Client {
     addr: std::net::SocketAddr,
     idle: Arc<std::sync::Mutex<Vec<Connection>>>,
+    /// One permit per connection: requests beyond `CONNECTIONS` wait for one.
+    connections: Arc<tokio::sync::Semaphore>,
 }
 
 struct Connection {
@@ -295,6 +307,7 @@ impl Client {
         Client {
             addr,
             idle: Arc::default(),
+            connections: Arc::new(tokio::sync::Semaphore::new(CONNECTIONS)),
         }
     }
 
@@ -357,6 +370,8 @@ struct Load {
     ok: u64,
     refused: u64,
     failed: u64,
+    /// The first failure, for the report.
+    first_failure: Option<String>,
     /// Not sent: the generator had `MAX_OUTSTANDING` requests waiting already.
     shed: u64,
     latencies: Vec<Duration>,
@@ -364,6 +379,11 @@ struct Load {
 }
 
 impl Load {
+    fn fail(&mut self, why: String) {
+        self.failed += 1;
+        self.first_failure.get_or_insert(why);
+    }
+
     fn percentile_ms(&self, p: usize) -> f64 {
         let mut l = self.latencies.clone();
         l.sort_unstable();
@@ -371,37 +391,49 @@ impl Load {
             .map_or(0.0, |d| d.as_secs_f64() * 1e3)
     }
 
-    fn add(&mut self, outcome: Result<(u16, Duration), ()>) {
+    fn add(&mut self, outcome: Result<(u16, Duration), String>) {
         match outcome {
             Ok((200, latency)) => {
                 self.ok += 1;
                 self.latencies.push(latency);
             }
             Ok((429, _)) => self.refused += 1,
-            _ => self.failed += 1,
+            Ok((status, _)) => self.fail(format!("status {status}")),
+            Err(e) => self.fail(e),
         }
     }
 }
 
 /// One request on an idle connection (or a new one); the answer's status and latency.
-async fn send(client: &Client, request: &[u8]) -> Result<(u16, Duration), ()> {
+async fn send(client: &Client, request: &[u8]) -> Result<(u16, Duration), String> {
     let started = Instant::now();
-    let idle = client.idle.lock().map_err(|_| ())?.pop();
+    let _connection = client
+        .connections
+        .acquire()
+        .await
+        .map_err(|e| format!("connections: {e}"))?;
+    let poisoned = |_| "the idle list's lock is poisoned".to_owned();
+    let idle = client.idle.lock().map_err(poisoned)?.pop();
     let mut connection = match idle {
         Some(c) => c,
         None => {
             let stream = tokio::net::TcpStream::connect(client.addr)
                 .await
-                .map_err(|_| ())?;
-            stream.set_nodelay(true).map_err(|_| ())?;
+                .map_err(|e| format!("connect: {e}"))?;
+            stream
+                .set_nodelay(true)
+                .map_err(|e| format!("nodelay: {e}"))?;
             Connection {
                 stream,
                 buf: Vec::with_capacity(16 << 10),
             }
         }
     };
-    let status = connection.exchange(request).await.map_err(|_| ())?;
-    client.idle.lock().map_err(|_| ())?.push(connection);
+    let status = connection
+        .exchange(request)
+        .await
+        .map_err(|e| format!("exchange: {e}"))?;
+    client.idle.lock().map_err(poisoned)?.push(connection);
     Ok((status, started.elapsed()))
 }
 
@@ -435,6 +467,7 @@ async fn closed_loop(
         total.ok += load.ok;
         total.refused += load.refused;
         total.failed += load.failed;
+        total.first_failure = total.first_failure.or(load.first_failure);
         total.latencies.extend(load.latencies);
     }
     total.elapsed = started.elapsed();
