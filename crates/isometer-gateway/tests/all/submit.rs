@@ -308,9 +308,10 @@ async fn a_full_spool_throttles_new_tasks() {
     let unreachable = isometer_store::Store::new("http://127.0.0.1:9", "nowhere");
     let writer = unreachable
         .writer(WriterOptions {
+            // Small, but its 10% margin still holds a whole task with its manifest.
             spool: isometer_store::SpoolOptions {
-                max_bytes: 16 << 10,
-                segment_bytes: 4 << 10,
+                max_bytes: 64 << 10,
+                segment_bytes: 8 << 10,
                 ..Default::default()
             },
             ..WriterOptions::default()
