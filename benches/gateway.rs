@@ -524,7 +524,9 @@ async fn in_process(gateway: &Arc<Gateway>) -> anyhow::Result<f64> {
             let (gateway, done) = (gateway.clone(), done.clone());
             tokio::spawn(async move {
                 while started.elapsed() < SATURATION_FOR {
-                    let answer = gateway.submit(request("acme", "noop", json!(null))).await?;
+                    let answer = gateway
+                        .submit(TaskRequest::new("acme", "noop", json!(null)))
+                        .await?;
                     anyhow::ensure!(answer.outcome == Outcome::Success, "{:?}", answer.outcome);
                     done.fetch_add(1, Ordering::Relaxed);
                 }
@@ -536,21 +538,6 @@ async fn in_process(gateway: &Arc<Gateway>) -> anyhow::Result<f64> {
         w.await??;
     }
     Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
-}
-
-fn request(tenant: &str, tool: &str, input: serde_json::Value) -> TaskRequest {
-    TaskRequest {
-        tenant_id: tenant.into(),
-        tool_id: tool.into(),
-        input,
-        use_case: None,
-        run_id: None,
-        run_class: Default::default(),
-        task_id: None,
-        confidence: None,
-        trace_id: None,
-        approval_id: None,
-    }
 }
 
 type Shares = Vec<(&'static str, f64, f64)>;
@@ -587,7 +574,7 @@ async fn fairness(
                         // Counted from the first second on, once every queue is full.
                         while started.elapsed() < FAIRNESS_FOR {
                             let answer = gateway
-                                .submit(request(tenant, "slow", slow.clone()))
+                                .submit(TaskRequest::new(tenant, "slow", slow.clone()))
                                 .await?;
                             anyhow::ensure!(
                                 answer.outcome == Outcome::Success,
@@ -640,7 +627,7 @@ async fn victims(gateway: &Arc<Gateway>, noisy: Option<usize>) -> anyhow::Result
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     gateway
-                        .submit(request("acme", "slow", json!({"ms": 2})))
+                        .submit(TaskRequest::new("acme", "slow", json!({"ms": 2})))
                         .await?;
                 }
                 anyhow::Ok(())
@@ -657,7 +644,7 @@ async fn victims(gateway: &Arc<Gateway>, noisy: Option<usize>) -> anyhow::Result
             sent.push(tokio::spawn(async move {
                 let t = Instant::now();
                 let answer = gateway
-                    .submit(request(tenant, "slow", json!({"ms": 2})))
+                    .submit(TaskRequest::new(tenant, "slow", json!({"ms": 2})))
                     .await?;
                 anyhow::ensure!(answer.outcome == Outcome::Success, "{:?}", answer.outcome);
                 anyhow::Ok(t.elapsed())

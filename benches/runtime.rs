@@ -280,16 +280,10 @@ fn signed_attempts_per_s(root: &std::path::Path, cores: usize) -> anyhow::Result
         Arc::new(isometer_core::SystemClock),
     )?);
     let request = TaskRequest {
-        tenant_id: "acme".into(),
-        tool_id: "noop".into(),
-        input: serde_json::Value::Null,
-        use_case: None,
         run_id: Some("bench-run".into()),
-        run_class: Default::default(),
-        task_id: None,
         confidence: Some(0.9),
         trace_id: Some("bench-trace".into()),
-        approval_id: None,
+        ..TaskRequest::new("acme", "noop", serde_json::Value::Null)
     };
     // As for the bare figure: every core, each thread with its own executor; here each
     // keeps SIGNED_CONCURRENCY attempts in flight, so that manifests can share signatures.

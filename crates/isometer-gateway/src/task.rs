@@ -36,6 +36,25 @@ pub struct TaskRequest {
     pub approval_id: Option<String>,
 }
 
+impl TaskRequest {
+    /// A customer task of `tenant_id` running `tool_id` on `input`, everything else left
+    /// to its default.
+    pub fn new(tenant_id: &str, tool_id: &str, input: serde_json::Value) -> Self {
+        TaskRequest {
+            tenant_id: tenant_id.into(),
+            tool_id: tool_id.into(),
+            input,
+            use_case: None,
+            run_id: None,
+            run_class: RunClass::default(),
+            task_id: None,
+            confidence: None,
+            trace_id: None,
+            approval_id: None,
+        }
+    }
+}
+
 /// What became of a task.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TaskResponse {

@@ -74,16 +74,15 @@ async fn a_policy_allowlist_and_the_task_context_reach_the_tool() {
     )
     .expect("gateway");
     let email = |endpoint: String| TaskRequest {
-        tenant_id: "acme".into(),
-        tool_id: "send-email".into(),
-        input: json!({"endpoint": endpoint, "to": "ops@acme.test", "subject": "s", "body": "b"}),
-        use_case: None,
         run_id: Some("run-1".into()),
-        run_class: Default::default(),
         task_id: Some("task-email-1".into()),
         confidence: Some(0.8),
         trace_id: Some("trace-email".into()),
-        approval_id: None,
+        ..TaskRequest::new(
+            "acme",
+            "send-email",
+            json!({"endpoint": endpoint, "to": "ops@acme.test", "subject": "s", "body": "b"}),
+        )
     };
 
     let response = gateway
@@ -228,16 +227,13 @@ async fn a_missing_required_field_fails_closed() {
     )
     .expect("gateway");
     let summarize = |task: &str, confidence: Option<f32>| TaskRequest {
-        tenant_id: "acme".into(),
-        tool_id: "summarize".into(),
-        input: json!({"text": "Evidence first. Output second."}),
-        use_case: None,
-        run_id: None,
-        run_class: Default::default(),
         task_id: Some(task.into()),
         confidence,
-        trace_id: None,
-        approval_id: None,
+        ..TaskRequest::new(
+            "acme",
+            "summarize",
+            json!({"text": "Evidence first. Output second."}),
+        )
     };
     let withheld = gateway
         .submit(summarize("no-confidence", None))
@@ -324,17 +320,12 @@ async fn a_full_spool_throttles_new_tasks() {
         Arc::new(SystemClock),
     )
     .expect("gateway");
-    let summarize = || TaskRequest {
-        tenant_id: "acme".into(),
-        tool_id: "summarize".into(),
-        input: json!({"text": "Spools fill. Tasks wait."}),
-        use_case: None,
-        run_id: None,
-        run_class: Default::default(),
-        task_id: None,
-        confidence: None,
-        trace_id: None,
-        approval_id: None,
+    let summarize = || {
+        TaskRequest::new(
+            "acme",
+            "summarize",
+            json!({"text": "Spools fill. Tasks wait."}),
+        )
     };
     let mut ran = 0;
     let throttled = loop {
@@ -426,17 +417,8 @@ async fn secrets_reach_only_their_hosts() {
         Arc::new(SystemClock),
     )
     .expect("gateway");
-    let fetch = |url: String, headers: Value| TaskRequest {
-        tenant_id: "acme".into(),
-        tool_id: "fetch".into(),
-        input: json!({"url": url, "headers": headers}),
-        use_case: None,
-        run_id: None,
-        run_class: Default::default(),
-        task_id: None,
-        confidence: None,
-        trace_id: None,
-        approval_id: None,
+    let fetch = |url: String, headers: Value| {
+        TaskRequest::new("acme", "fetch", json!({"url": url, "headers": headers}))
     };
 
     // The bound host gets the secret; the guest sees its echo redacted.
@@ -580,18 +562,7 @@ async fn poisoned_content_and_descriptors_are_caught_before_the_guest() {
         Arc::new(SystemClock),
     )
     .expect("gateway");
-    let fetch = |tool: &str, url: String| TaskRequest {
-        tenant_id: "acme".into(),
-        tool_id: tool.into(),
-        input: json!({"url": url}),
-        use_case: None,
-        run_id: None,
-        run_class: Default::default(),
-        task_id: None,
-        confidence: None,
-        trace_id: None,
-        approval_id: None,
-    };
+    let fetch = |tool: &str, url: String| TaskRequest::new("acme", tool, json!({"url": url}));
 
     // Clean content goes through untouched.
     let ok = gateway
@@ -690,18 +661,7 @@ async fn a_tool_whose_artifact_is_no_module_answers_invalid_artifact_and_the_res
         Arc::new(SystemClock),
     )
     .expect("a broken artifact does not stop the configuration");
-    let task = |tool: &str| TaskRequest {
-        tenant_id: "acme".into(),
-        tool_id: tool.into(),
-        input: json!({"text": "One. Two."}),
-        use_case: None,
-        run_id: None,
-        run_class: Default::default(),
-        task_id: None,
-        confidence: None,
-        trace_id: None,
-        approval_id: None,
-    };
+    let task = |tool: &str| TaskRequest::new("acme", tool, json!({"text": "One. Two."}));
     let broken = gateway
         .submit(task("legacy-export"))
         .await

@@ -24,18 +24,7 @@ fn gateway(store: &Store, config: Config) -> Arc<Gateway> {
 }
 
 fn task(tool: &str, input: Value) -> TaskRequest {
-    TaskRequest {
-        tenant_id: "acme".into(),
-        tool_id: tool.into(),
-        input,
-        use_case: None,
-        run_id: None,
-        run_class: Default::default(),
-        task_id: None,
-        confidence: None,
-        trace_id: None,
-        approval_id: None,
-    }
+    TaskRequest::new("acme", tool, input)
 }
 
 /// The standard tier with `caps` for its runs.
