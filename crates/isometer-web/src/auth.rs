@@ -2,10 +2,13 @@
 //! kept (in ClickHouse, so every node and the CLI see the same keys). Requests carry
 //! `Authorization: Bearer <key>`.
 //!
-//! The server keeps the keys in memory and reads them again at most every
-//! [`REFRESH`] (a revocation takes effect within it), and at once, at most every
-//! [`MISS_REFRESH`], when a request names a key id it does not know (a new key works
-//! immediately).
+//! The server keeps the keys in memory. Once they are [`REFRESH`] old, one request reads
+//! them again while the others go on with what is known (a revocation takes effect
+//! within [`REFRESH`], and no burst of requests waits on ClickHouse together). A request
+//! naming a key id the server does not know reads them at once, at most every
+//! [`MISS_REFRESH`], so a new key works immediately. When ClickHouse cannot be read, the
+//! keys last read stay in force: the task API keeps working through an outage, as the
+//! spool does, and revocations wait for ClickHouse to answer again.
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -212,14 +215,7 @@ impl Keys {
             .strip_prefix(PREFIX)
             .and_then(|k| k.split_once('_'))
             .ok_or_else(invalid)?;
-        let row = match self.cached(key_id) {
-            Some(answer) => answer,
-            None => {
-                self.read(key_id).await?;
-                self.lookup(key_id)
-            }
-        }
-        .ok_or_else(invalid)?;
+        let row = self.row(key_id).await?.ok_or_else(invalid)?;
         let hash = sha256_hex(secret.as_bytes());
         if row.revoked_ms != 0 || !constant_time_eq(hash.as_bytes(), row.secret_sha256.as_bytes()) {
             return Err(invalid());
@@ -232,36 +228,49 @@ impl Keys {
         })
     }
 
-    /// The cache's answer for `key_id` when it is fresh enough to give one: a known key
-    /// for [`REFRESH`], an unknown one for [`MISS_REFRESH`].
-    fn cached(&self, key_id: &str) -> Option<Option<ApiKeyRow>> {
+    /// The row of `key_id`, read again first when the cache is too old to answer.
+    async fn row(&self, key_id: &str) -> Result<Option<ApiKeyRow>, ApiError> {
+        let (row, age) = self.lookup(key_id);
+        match (row, age) {
+            (Some(row), Some(age)) if age < REFRESH => Ok(Some(row)),
+            // A known key past its refresh: the request that takes the read does it,
+            // the others answer from the cache meanwhile.
+            (Some(row), _) => {
+                let Ok(_one) = self.reading.try_lock() else {
+                    return Ok(Some(row));
+                };
+                if let Err(e) = self.read().await {
+                    tracing::warn!(error = %e, "cannot read the API keys; the keys last read stay in force");
+                    return Ok(Some(row));
+                }
+                Ok(self.lookup(key_id).0)
+            }
+            (None, Some(age)) if age < MISS_REFRESH => Ok(None),
+            // An unknown key, or no keys read yet: wait for a read (one at a time).
+            (None, _) => {
+                let _one = self.reading.lock().await;
+                if self.lookup(key_id).1.is_none_or(|age| age >= MISS_REFRESH) {
+                    self.read().await?;
+                }
+                Ok(self.lookup(key_id).0)
+            }
+        }
+    }
+
+    /// The cached row of `key_id` and the cache's age (`None` before the first read).
+    fn lookup(&self, key_id: &str) -> (Option<ApiKeyRow>, Option<Duration>) {
         let cache = self
             .cache
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let age = cache.read_at?.elapsed();
-        match cache.keys.get(key_id) {
-            Some(row) if age < REFRESH => Some(Some(row.clone())),
-            None if age < MISS_REFRESH => Some(None),
-            _ => None,
-        }
+        (
+            cache.keys.get(key_id).cloned(),
+            cache.read_at.map(|at| at.elapsed()),
+        )
     }
 
-    fn lookup(&self, key_id: &str) -> Option<ApiKeyRow> {
-        self.cache
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .keys
-            .get(key_id)
-            .cloned()
-    }
-
-    /// Reads the keys again unless another request just did.
-    async fn read(&self, key_id: &str) -> Result<(), ApiError> {
-        let _one = self.reading.lock().await;
-        if self.cached(key_id).is_some() {
-            return Ok(());
-        }
+    /// Reads every key from ClickHouse into the cache.
+    async fn read(&self) -> Result<(), StoreError> {
         let rows = self.store.api_keys().await?;
         let mut cache = self
             .cache
@@ -281,4 +290,78 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keys whose cache holds one tenant key, read `age` ago, over a store at `url`.
+    fn keys_read_ago(url: &str, age: Duration) -> (Keys, String) {
+        let row = ApiKeyRow {
+            key_id: "00aa".into(),
+            secret_sha256: sha256_hex(b"s3cret"),
+            role: "tenant".into(),
+            tenant_id: "acme".into(),
+            created_ms: 1,
+            revoked_ms: 0,
+            version: 1,
+        };
+        let keys = Keys::new(Store::new(url, "keys"));
+        {
+            let mut cache = keys.cache.write().expect("not poisoned");
+            cache.keys.insert(row.key_id.clone(), row);
+            cache.read_at = Instant::now().checked_sub(age);
+        }
+        (keys, format!("{PREFIX}00aa_s3cret"))
+    }
+
+    #[tokio::test]
+    async fn known_keys_stay_in_force_while_clickhouse_cannot_be_read() {
+        // Nothing listens on the port: every read fails at once.
+        let port = isometer_testkit::free_port().expect("a free port");
+        let (keys, key) = keys_read_ago(&format!("http://127.0.0.1:{port}"), REFRESH * 5);
+        let principal = keys.authenticate(&key).await.expect("the key last read");
+        assert_eq!(principal.tenant_id.as_deref(), Some("acme"));
+        // An unknown key cannot be told apart from a new one: not a 401.
+        let unknown = keys.authenticate(&format!("{PREFIX}00bb_s3cret")).await;
+        assert!(
+            matches!(unknown, Err(ref e) if !matches!(e, ApiError::Unauthorized(_))),
+            "{unknown:?}"
+        );
+        // A wrong secret is still refused.
+        let wrong = keys.authenticate(&format!("{PREFIX}00aa_other")).await;
+        assert!(matches!(wrong, Err(ApiError::Unauthorized(_))), "{wrong:?}");
+    }
+
+    #[tokio::test]
+    async fn one_request_waits_for_a_slow_read_and_the_others_do_not() {
+        // A server that accepts connections and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                open.push(stream);
+            }
+        });
+        let (keys, key) = keys_read_ago(&url, REFRESH * 2);
+        let keys = std::sync::Arc::new(keys);
+        let reader = {
+            let (keys, key) = (keys.clone(), key.clone());
+            tokio::spawn(async move { keys.authenticate(&key).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!reader.is_finished(), "the read should hang");
+        for _ in 0..100 {
+            let answered = tokio::time::timeout(Duration::from_millis(50), keys.authenticate(&key))
+                .await
+                .expect("answered from the cache while the read hangs");
+            answered.expect("the key is known");
+        }
+        reader.abort();
+        held.abort();
+    }
 }
