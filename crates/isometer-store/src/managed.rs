@@ -31,6 +31,12 @@ pub struct ServerOptions {
     /// Extra server configuration, XML elements placed inside the root element (a
     /// cluster's `<remote_servers>`, `<zookeeper>`, `<distributed_ddl>`).
     pub extra_config: String,
+    /// Runs the server under `SCHED_IDLE`: it gets only the CPU time nothing else on the
+    /// machine wants. For a server sharing a small machine with a gateway, whose tasks
+    /// wait for the spool and never for ClickHouse: shipping catches up whenever the
+    /// tasks leave a core idle, and a merge never delays an answer. The cost is that any
+    /// busy process on the machine delays shipping (and the spool fills up meanwhile).
+    pub idle_priority: bool,
 }
 
 impl ServerOptions {
@@ -42,6 +48,7 @@ impl ServerOptions {
             http_port: None,
             tcp_port: None,
             extra_config: String::new(),
+            idle_priority: false,
         }
     }
 }
@@ -107,19 +114,28 @@ impl ManagedClickHouse {
         let stdout = std::fs::File::create(&log).map_err(io)?;
         let stderr = stdout.try_clone().map_err(io)?;
 
-        let mut command = match which("setpriv") {
+        // `chrt` and `setpriv` each exec the next: the server keeps the pid spawned here.
+        let mut argv: Vec<PathBuf> = Vec::new();
+        if options.idle_priority {
+            let chrt = which("chrt").ok_or_else(|| {
+                StoreError::Spawn(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "idle priority needs `chrt` (util-linux), which is not on PATH",
+                ))
+            })?;
+            argv.extend([chrt, "--idle".into(), "0".into()]);
+        }
+        match which("setpriv") {
             Some(setpriv) => {
-                let mut c = Command::new(setpriv);
-                c.args(["--pdeathsig", "TERM", "--"]).arg(binary);
-                c
+                argv.extend([setpriv, "--pdeathsig".into(), "TERM".into(), "--".into()])
             }
-            None => {
-                tracing::warn!(
-                    "setpriv not found: the ClickHouse child is stopped on exit, but not if isometer is killed"
-                );
-                Command::new(binary)
-            }
-        };
+            None => tracing::warn!(
+                "setpriv not found: the ClickHouse child is stopped on exit, but not if isometer is killed"
+            ),
+        }
+        argv.push(binary.to_path_buf());
+        let mut command = Command::new(&argv[0]);
+        command.args(&argv[1..]);
         // Its own process group: a Ctrl-C at the terminal reaches isometer, which then
         // flushes and stops the server in order, rather than both at once.
         std::os::unix::process::CommandExt::process_group(&mut command, 0);

@@ -76,3 +76,28 @@ fn ping_ok(url: &str) -> bool {
     let _ = stream.read_to_string(&mut answer);
     answer.ends_with("Ok.\n")
 }
+
+#[tokio::test]
+async fn a_server_at_idle_priority_runs_every_thread_under_sched_idle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = ManagedClickHouse::start(&ServerOptions {
+        idle_priority: true,
+        ..ServerOptions::new(dir.path())
+    })
+    .expect("server starts");
+    let store = Store::open(&server.url(), "idle").await.expect("database");
+    store.server_version().await.expect("it answers");
+    // The policy is field 41 of /proc/<pid>/task/<tid>/stat; SCHED_IDLE is 5.
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", server.pid())).expect("threads");
+    let mut threads = 0;
+    for task in tasks {
+        let stat =
+            std::fs::read_to_string(task.expect("thread").path().join("stat")).expect("stat");
+        let after_name = stat.rsplit_once(')').expect("(comm)").1;
+        let policy = after_name.split_whitespace().nth(41 - 3).expect("policy");
+        assert_eq!(policy, "5", "a thread not under SCHED_IDLE: {stat}");
+        threads += 1;
+    }
+    assert!(threads > 1, "{threads} threads");
+    server.stop();
+}
