@@ -9,6 +9,8 @@
 //!   `inprocess_tasks_per_s`: the same tasks through `Gateway::submit`, no HTTP;
 //! - `http_p50_ms`, `http_p99_ms`: open-loop load at half of saturation, once the spool
 //!   backlog of the phases before has been shipped (the time this took is printed);
+//!   beside them, the disk's own floor: `fdatasync` of 8 KiB appends alone on the spools'
+//!   disk, and the share of its time spent in syncs over 5 ms;
 //! - `fair_share_error`: three tenants (weights 1, 1, 2) kept busy with a tool that holds
 //!   its slot for 2 ms on a gateway of 8 slots, one of them offering ten times its share;
 //!   the largest relative gap between a tenant's completed share and its weighted share;
@@ -107,6 +109,7 @@ fn main() -> anyhow::Result<()> {
         server_rt.block_on(gateway.flush())?;
         started.elapsed()
     };
+    let disk = disk_floor(HALF_LOAD_FOR)?;
     let half = client_rt.block_on(open_loop(
         &client,
         &keys["acme"],
@@ -195,6 +198,17 @@ fn main() -> anyhow::Result<()> {
         format!("{http_p50_ms:.2} / {http_p99_ms:.2}"),
     );
     line(
+        "disk alone: 8 KiB fdatasync p50 / p99 / max (ms)",
+        format!(
+            "{:.2} / {:.2} / {:.0}",
+            disk.p50_ms, disk.p99_ms, disk.max_ms
+        ),
+    );
+    line(
+        "  share of its time in syncs over 5 ms",
+        format!("{:.2}%", disk.stalled_share * 100.0),
+    );
+    line(
         "fair share error (noisy tenant at 10x its share)",
         format!("{fair_share_error:.3}"),
     );
@@ -236,6 +250,11 @@ fn main() -> anyhow::Result<()> {
         "http_over_inprocess": http_tasks_per_s / inprocess_tasks_per_s,
         "http_p50_ms": http_p50_ms,
         "http_p99_ms": http_p99_ms,
+        "disk_fdatasync_syncs": disk.syncs,
+        "disk_fdatasync_p50_ms": disk.p50_ms,
+        "disk_fdatasync_p99_ms": disk.p99_ms,
+        "disk_fdatasync_max_ms": disk.max_ms,
+        "disk_stalled_share": disk.stalled_share,
         "fair_share_error": fair_share_error,
         "victim_p99_ratio": victim_p99_ratio,
         "victim_p99_ms_with_noisy": victims.0,
@@ -722,4 +741,47 @@ fn rss_kib() -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// The disk under the spools, alone: 8 KiB appended and made durable with `fdatasync`,
+/// again and again for `duration` (about the spool's write rate at half load). Its tail
+/// is a floor under the gateway's: every task of a group commit waits for its sync.
+#[derive(Debug)]
+struct DiskFloor {
+    syncs: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    /// The share of the time spent in syncs longer than 5 ms: about the share of tasks
+    /// that arrive while one is under way.
+    stalled_share: f64,
+}
+
+fn disk_floor(duration: Duration) -> anyhow::Result<DiskFloor> {
+    use std::io::Write;
+    let dir = tempfile::tempdir()?;
+    let mut file = std::fs::File::create(dir.path().join("probe"))?;
+    let block = vec![0x5a_u8; 8 << 10];
+    let mut syncs = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        let t = Instant::now();
+        file.write_all(&block)?;
+        file.sync_data()?;
+        syncs.push(t.elapsed());
+    }
+    let elapsed = started.elapsed();
+    syncs.sort_unstable();
+    let at = |p: usize| syncs[(syncs.len() * p / 100).min(syncs.len() - 1)].as_secs_f64() * 1e3;
+    let stalled: Duration = syncs
+        .iter()
+        .filter(|d| **d > Duration::from_millis(5))
+        .sum();
+    Ok(DiskFloor {
+        syncs: syncs.len(),
+        p50_ms: at(50),
+        p99_ms: at(99),
+        max_ms: syncs.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+        stalled_share: stalled.as_secs_f64() / elapsed.as_secs_f64(),
+    })
 }
