@@ -51,14 +51,42 @@ pub(crate) fn clickhouse_dir() -> anyhow::Result<(tempfile::TempDir, String)> {
         None if is_tmpfs(Path::new("/dev/shm")) => PathBuf::from("/dev/shm"),
         None => std::env::temp_dir(),
     };
+    remove_left_behind(&base);
     let dir = tempfile::Builder::new()
-        .prefix("isometer-bench-clickhouse-")
+        .prefix(&format!("{CLICKHOUSE_PREFIX}{}-", std::process::id()))
         .tempdir_in(&base)?;
     let kind = if is_tmpfs(&base) { "tmpfs" } else { "disk" };
     Ok((
         dir,
         format!("ClickHouse data on {kind} ({})", base.display()),
     ))
+}
+
+const CLICKHOUSE_PREFIX: &str = "isometer-bench-clickhouse-";
+
+/// Removes the ClickHouse directories of suites that were killed (a killed process does
+/// not unwind, so its `TempDir` stays, and on tmpfs it holds memory): those whose name
+/// carries the pid of a process that is gone.
+fn remove_left_behind(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(CLICKHOUSE_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => eprintln!("removed {}, left by a killed suite", entry.path().display()),
+                Err(e) => eprintln!("cannot remove {}: {e}", entry.path().display()),
+            }
+        }
+    }
 }
 
 fn is_tmpfs(dir: &Path) -> bool {
