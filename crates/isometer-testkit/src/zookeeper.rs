@@ -79,13 +79,18 @@ impl ZooKeeper {
     }
 
     /// Whether it serves requests (`ruok` answers as soon as the process is up; `srvr`
-    /// reports a mode only once it serves).
+    /// reports a mode only once it serves). A server still starting may accept the
+    /// connection and say nothing: each probe gives up after a second.
     fn ok(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+        let patience = Duration::from_secs(1);
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        let Ok(mut stream) = TcpStream::connect_timeout(&address, patience) else {
             return false;
         };
         let mut answer = String::new();
-        stream.write_all(b"srvr").is_ok()
+        stream.set_read_timeout(Some(patience)).is_ok()
+            && stream.set_write_timeout(Some(patience)).is_ok()
+            && stream.write_all(b"srvr").is_ok()
             && stream.read_to_string(&mut answer).is_ok()
             && answer.contains("Mode: standalone")
     }
