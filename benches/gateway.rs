@@ -744,8 +744,8 @@ fn rss_kib() -> u64 {
 }
 
 /// The disk under the spools, alone: 8 KiB appended and made durable with `fdatasync`,
-/// again and again for `duration` (about the spool's write rate at half load). Its tail
-/// is a floor under the gateway's: every task of a group commit waits for its sync.
+/// one after another for `duration`. Its tail is a floor under the gateway's: every task
+/// of a group commit waits for its sync.
 #[derive(Debug)]
 struct DiskFloor {
     syncs: usize,

@@ -954,6 +954,7 @@ async fn insert<T: Shipped>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use isometer_core::{Outcome, RunClass, Verdict};
 
     #[test]
     fn the_checkpoint_moves_by_overwriting_one_slot_of_a_fixed_file() {
@@ -1026,7 +1027,6 @@ mod tests {
         let err = Checkpoint::read(dir.path()).expect_err("not a number");
         assert!(err.to_string().contains("`shipped twelve`"), "{err}");
     }
-    use isometer_core::{Outcome, RunClass, Verdict};
 
     fn task() -> TaskRecord {
         let t = chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("time");
