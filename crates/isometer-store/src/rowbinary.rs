@@ -35,6 +35,21 @@ impl RawRows {
         self.rows.is_empty()
     }
 
+    /// Empties the rows for reuse, keeping at most `keep` bytes of the buffer's capacity:
+    /// a batch's buffers are grown once, not again for every batch.
+    pub(crate) fn clear(&mut self, keep: usize) {
+        self.bytes.clear();
+        self.bytes.shrink_to(keep);
+        self.rows.clear();
+        self.rows.shrink_to(keep / 64);
+    }
+
+    /// Bytes the buffer holds without growing.
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.bytes.capacity()
+    }
+
     /// The whole rows, ready to send.
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.bytes

@@ -55,7 +55,7 @@ impl Default for WriterOptions {
             spool: SpoolOptions::default(),
             batch_rows: 10_000,
             max_batch_rows: 100_000,
-            max_batch_bytes: 32 << 20,
+            max_batch_bytes: 16 << 20,
             max_delay: Duration::from_millis(200),
         }
     }
@@ -523,10 +523,28 @@ struct Batch {
     events: RawRows,
     tasks: RawRows,
     manifests: RawRows,
-    records: Vec<SpoolRecord>,
+    /// Spool records in the batch (`first..end`).
+    records: u64,
 }
 
+/// Batches the shipper and its gatherer pass round: one shipped, one waiting, one gathered.
+const BATCHES: usize = 3;
+
 impl Batch {
+    fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Empties the batch for reuse. Each table keeps up to `keep` bytes of its buffer, so
+    /// that a busy shipper does not grow its buffers (and have the kernel zero fresh
+    /// pages for them) again for every batch.
+    fn clear(&mut self, keep: usize) {
+        for table in [&mut self.events, &mut self.tasks, &mut self.manifests] {
+            table.clear(keep);
+        }
+        (self.first, self.end, self.records) = (0, 0, 0);
+    }
+
     fn rows(&self) -> usize {
         self.events.len() + self.tasks.len() + self.manifests.len()
     }
@@ -553,11 +571,11 @@ impl Batch {
             }
             _ => self.push_typed(decode_task(&record)?)?,
         }
-        if self.records.is_empty() {
+        if self.records == 0 {
             self.first = record.seq;
         }
         self.end = record.seq + 1;
-        self.records.push(record);
+        self.records += 1;
         Ok(())
     }
 
@@ -582,6 +600,8 @@ struct Gatherer {
     spool: Spool,
     reader: SpoolReader,
     options: WriterOptions,
+    /// Batches the shipper is done with, emptied, to gather into again.
+    spare: tokio::sync::mpsc::Receiver<Batch>,
 }
 
 /// Aborts a spawned task when dropped (the gatherer goes with its shipper).
@@ -607,7 +627,8 @@ impl Gatherer {
 
     /// Collects the next batch: enough rows, or rows old enough.
     async fn gather(&mut self) -> Result<Batch, StoreError> {
-        let mut batch = Batch::default();
+        // Waits for a batch the shipper is done with: the batches' buffers go round.
+        let mut batch = self.spare.recv().await.unwrap_or_default();
         let mut due: Option<Instant> = None;
         loop {
             let mut read = 0u32;
@@ -625,7 +646,7 @@ impl Gatherer {
             if batch.rows() >= self.options.batch_rows || batch.is_full(&self.options) {
                 return Ok(batch);
             }
-            if !batch.records.is_empty() {
+            if !batch.is_empty() {
                 let due = *due.get_or_insert_with(|| Instant::now() + self.options.max_delay);
                 if Instant::now() >= due {
                     return Ok(batch);
@@ -657,7 +678,7 @@ impl Shipper {
         // A batch that was in flight when the last process stopped: settle it first.
         if let Some((first, end)) = pending {
             match self.read_batch(first, end) {
-                Ok(batch) => self.ship(batch, true).await,
+                Ok(mut batch) => self.ship(&mut batch, true).await,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read back the batch in flight; shipper stopped");
                     self.note_error(e.to_string());
@@ -665,16 +686,28 @@ impl Shipper {
                 }
             }
         }
+        // One batch is gathered while the one before waits and the one before that is
+        // shipped: three batches go round, each back to the gatherer, buffers and all,
+        // once shipped.
+        let (shipped, spare) = tokio::sync::mpsc::channel(BATCHES);
+        for _ in 0..BATCHES {
+            let _ = shipped.try_send(Batch::default());
+        }
         let gatherer = Gatherer {
             spool: self.spool.clone(),
             reader: self.spool.reader(self.resume),
             options: self.options.clone(),
+            spare,
         };
         let (tx, mut batches) = tokio::sync::mpsc::channel(1);
         let _gatherer = AbortOnDrop(tokio::spawn(gatherer.run(tx)));
         while let Some(next) = batches.recv().await {
             match next {
-                Ok(batch) => self.ship(batch, false).await,
+                Ok(mut batch) => {
+                    self.ship(&mut batch, false).await;
+                    batch.clear(self.options.max_batch_bytes);
+                    let _ = shipped.try_send(batch);
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the spool; shipper stopped");
                     self.note_error(e.to_string());
@@ -699,8 +732,8 @@ impl Shipper {
     }
 
     /// Inserts a batch exactly once, then moves the checkpoint past it.
-    async fn ship(&mut self, mut batch: Batch, in_doubt: bool) {
-        if batch.records.is_empty() {
+    async fn ship(&mut self, batch: &mut Batch, in_doubt: bool) {
+        if batch.is_empty() {
             return;
         }
         batch.stamp();
@@ -717,7 +750,7 @@ impl Shipper {
         );
         let rejected = events.err().or(tasks.err()).or(manifests.err());
         if let Some(mut rejected) = rejected {
-            rejected.kept = self.set_aside(&batch);
+            rejected.kept = self.set_aside(batch);
             tracing::error!(
                 table = %rejected.table, rows = rejected.rows, kept = %rejected.kept.display(),
                 "ClickHouse keeps refusing a batch; it is set aside: {}", rejected.reason
@@ -894,20 +927,38 @@ impl Shipper {
     }
 
     /// Copies a rejected batch's records to `rejected/FIRST.seg`, in the spool's format.
+    /// They are read back from the spool, which keeps them until the batch is released.
     fn set_aside(&self, batch: &Batch) -> PathBuf {
         let dir = self.dir.join(REJECTED_DIR);
         let path = dir.join(format!("{:020}.seg", batch.first));
         let mut bytes = Vec::new();
-        for record in &batch.records {
-            crate::spool::encode(
-                &mut bytes,
-                record.seq,
-                record.appended_ms,
-                record.rows,
-                &record.payload,
-            );
-        }
-        let written = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, bytes));
+        let mut reader = self.spool.reader(batch.first);
+        let read = loop {
+            if reader.position() >= batch.end {
+                break Ok(());
+            }
+            match reader.next_record() {
+                Ok(Some(record)) => crate::spool::encode(
+                    &mut bytes,
+                    record.seq,
+                    record.appended_ms,
+                    record.rows,
+                    &record.payload,
+                ),
+                Ok(None) => {
+                    break Err(std::io::Error::other(format!(
+                        "the spool ends at record {} of {}..{}",
+                        reader.position(),
+                        batch.first,
+                        batch.end
+                    )));
+                }
+                Err(e) => break Err(std::io::Error::other(e)),
+            }
+        };
+        let written = read
+            .and_then(|()| std::fs::create_dir_all(&dir))
+            .and_then(|()| std::fs::write(&path, bytes));
         if let Err(e) = written {
             tracing::error!(error = %e, path = %path.display(), "cannot keep a rejected batch");
         }
@@ -1055,6 +1106,40 @@ mod tests {
             rows: 1,
             payload,
         }
+    }
+
+    #[test]
+    fn a_shipped_batch_is_emptied_and_gathered_into_again_without_growing() {
+        let payload = |i: u64| {
+            let mut t = task();
+            t.task_id = format!("t{i}");
+            encode_task(&[], &t, &[]).expect("encoded")
+        };
+        let add = |batch: &mut Batch, from: u64| {
+            for seq in from..from + 200 {
+                let mut r = record(payload(seq));
+                r.seq = seq;
+                batch.add(r).expect("decodes");
+            }
+        };
+        let mut batch = Batch::default();
+        add(&mut batch, 0);
+        let grown = batch.tasks.capacity();
+        assert!(grown >= batch.tasks.bytes().len() && grown > 0);
+
+        batch.clear(1 << 20);
+        assert!(batch.is_empty() && batch.rows() == 0 && batch.tasks.bytes().is_empty());
+        assert_eq!(batch.tasks.capacity(), grown, "the buffer is kept");
+        // Gathered again, it holds exactly what a fresh batch holds.
+        add(&mut batch, 200);
+        let mut fresh = Batch::default();
+        add(&mut fresh, 200);
+        assert_eq!((batch.first, batch.end), (200, 400));
+        assert_eq!(batch.tasks.bytes(), fresh.tasks.bytes());
+        assert_eq!(batch.tasks.keys().last(), Some("t399"));
+        // A buffer over the limit is given back down to it.
+        batch.clear(64);
+        assert!(batch.tasks.capacity() < grown);
     }
 
     #[test]

@@ -167,7 +167,12 @@ async fn a_batch_the_server_refuses_is_reported_by_flush_not_retried_forever() {
             table, rows, kept, ..
         }) => {
             assert_eq!((table.as_str(), rows), ("usage_events", 1));
-            assert!(kept.is_file(), "the refused records are kept in {kept:?}");
+            // The one record, as the spool holds it: a 28-byte header whose length field
+            // counts the rest, and the task's rows in the payload.
+            let bytes = std::fs::read(&kept).expect("the refused records are kept");
+            let len = u32::from_le_bytes(bytes[..4].try_into().expect("a header"));
+            assert_eq!(bytes.len(), 28 + len as usize, "one record in {kept:?}");
+            assert!(bytes.windows(7).any(|w| w == b"refused"), "{kept:?}");
         }
         other => panic!("expected BatchRefused, got {other:?}"),
     }
