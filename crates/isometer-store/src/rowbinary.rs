@@ -10,6 +10,9 @@ use crate::rows::Shipped;
 use serde::Serialize;
 use serde::ser::{self, Impossible};
 
+/// Bytes a cleared buffer keeps at least (see [`RawRows::clear`]).
+pub(crate) const KEPT_FLOOR: usize = 256 << 10;
+
 /// Rows of one table, in RowBinary, back to back.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct RawRows {
@@ -35,13 +38,16 @@ impl RawRows {
         self.rows.is_empty()
     }
 
-    /// Empties the rows for reuse, keeping at most `keep` bytes of the buffer's capacity:
-    /// a batch's buffers are grown once, not again for every batch.
-    pub(crate) fn clear(&mut self, keep: usize) {
+    /// Empties the rows for reuse. The buffer keeps room for twice what it held, at least
+    /// [`KEPT_FLOOR`] and at most `most` bytes: a steady stream of batches fills it again
+    /// without growing it, and after a burst it shrinks back with the batches.
+    pub(crate) fn clear(&mut self, most: usize) {
+        let keep = (self.bytes.len() * 2).clamp(KEPT_FLOOR.min(most), most);
+        let keep_rows = self.rows.len() * 2;
         self.bytes.clear();
         self.bytes.shrink_to(keep);
         self.rows.clear();
-        self.rows.shrink_to(keep / 64);
+        self.rows.shrink_to(keep_rows);
     }
 
     /// Bytes the buffer holds without growing.

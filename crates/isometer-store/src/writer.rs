@@ -535,12 +535,12 @@ impl Batch {
         self.records == 0
     }
 
-    /// Empties the batch for reuse. Each table keeps up to `keep` bytes of its buffer, so
-    /// that a busy shipper does not grow its buffers (and have the kernel zero fresh
-    /// pages for them) again for every batch.
-    fn clear(&mut self, keep: usize) {
+    /// Empties the batch for reuse. Each table keeps room for twice the rows it held, up
+    /// to `most` bytes, so that a busy shipper does not grow its buffers (and have the
+    /// kernel zero fresh pages for them) again for every batch.
+    fn clear(&mut self, most: usize) {
         for table in [&mut self.events, &mut self.tasks, &mut self.manifests] {
-            table.clear(keep);
+            table.clear(most);
         }
         (self.first, self.end, self.records) = (0, 0, 0);
     }
@@ -1115,31 +1115,49 @@ mod tests {
             t.task_id = format!("t{i}");
             encode_task(&[], &t, &[]).expect("encoded")
         };
-        let add = |batch: &mut Batch, from: u64| {
-            for seq in from..from + 200 {
+        let add = |batch: &mut Batch, from: u64, n: u64| {
+            for seq in from..from + n {
                 let mut r = record(payload(seq));
                 r.seq = seq;
                 batch.add(r).expect("decodes");
             }
         };
+        // A burst: the buffer grows past the floor.
         let mut batch = Batch::default();
-        add(&mut batch, 0);
+        add(&mut batch, 0, 5_000);
+        let burst = batch.tasks.bytes().len();
+        assert!(burst > crate::rowbinary::KEPT_FLOOR, "{burst} bytes");
         let grown = batch.tasks.capacity();
-        assert!(grown >= batch.tasks.bytes().len() && grown > 0);
 
-        batch.clear(1 << 20);
+        batch.clear(64 << 20);
         assert!(batch.is_empty() && batch.rows() == 0 && batch.tasks.bytes().is_empty());
-        assert_eq!(batch.tasks.capacity(), grown, "the buffer is kept");
-        // Gathered again, it holds exactly what a fresh batch holds.
-        add(&mut batch, 200);
+        assert_eq!(
+            batch.tasks.capacity(),
+            grown,
+            "room for twice the rows is kept"
+        );
+        // Gathered again, it holds exactly what a fresh batch holds, in the same buffer.
+        add(&mut batch, 5_000, 5_000);
+        assert_eq!(
+            batch.tasks.capacity(),
+            grown,
+            "no growth for a batch of the same size"
+        );
         let mut fresh = Batch::default();
-        add(&mut fresh, 200);
-        assert_eq!((batch.first, batch.end), (200, 400));
+        add(&mut fresh, 5_000, 5_000);
+        assert_eq!((batch.first, batch.end), (5_000, 10_000));
         assert_eq!(batch.tasks.bytes(), fresh.tasks.bytes());
-        assert_eq!(batch.tasks.keys().last(), Some("t399"));
-        // A buffer over the limit is given back down to it.
+        assert_eq!(batch.tasks.keys().last(), Some("t9999"));
+
+        // Once the batches are small again, the buffer shrinks back to the floor.
+        batch.clear(64 << 20);
+        add(&mut batch, 10_000, 10);
+        batch.clear(64 << 20);
+        assert!(batch.tasks.capacity() <= crate::rowbinary::KEPT_FLOOR);
+        // And never keeps more than the limit.
+        add(&mut batch, 10_010, 5_000);
         batch.clear(64);
-        assert!(batch.tasks.capacity() < grown);
+        assert!(batch.tasks.capacity() < burst);
     }
 
     #[test]
