@@ -3,10 +3,13 @@
 //! One process serves the real router (API keys, admission, evidence, the spool, a fresh
 //! local `clickhouse-server`) on loopback; the load comes from the same process over
 //! HTTP/1.1 keep-alive connections, so both share the machine's cores. ClickHouse runs at
-//! idle priority, standing in for the server of its own that a deployment gives it: it
-//! ships on the cores the gateway leaves idle, and its merges never preempt a task.
+//! idle priority, standing in for the server of its own that a deployment gives it: its
+//! merges never preempt a task, though it still gets some of the cores the gateway wants
+//! (the CPU figures say how much).
 //! - `http_tasks_per_s`: saturation, the trivial tool (`noop`) with 64 requests in flight;
-//!   `inprocess_tasks_per_s`: the same tasks through `Gateway::submit`, no HTTP;
+//!   `inprocess_tasks_per_s`: the same tasks through `Gateway::submit`, no HTTP; beside
+//!   each, the CPU time per task of this process (the load generator's threads apart)
+//!   and of ClickHouse;
 //! - `http_p50_ms`, `http_p99_ms`: open-loop load at half of saturation, once the spool
 //!   backlog of the phases before has been shipped (the time this took is printed);
 //!   beside them, the disk's own floor: `fdatasync` of 8 KiB appends alone on the spools'
@@ -90,8 +93,9 @@ fn main() -> anyhow::Result<()> {
     })?;
     let client = Client::new(base.trim_start_matches("http://").parse()?);
 
-    // Saturation over HTTP, then the same path in process.
+    // Saturation over HTTP, then the same path in process, with the CPU each took.
     let noop = json!({"tool_id": "noop", "input": null});
+    let before = Cpu::now(server.pid());
     let saturation = client_rt.block_on(closed_loop(
         &client,
         &keys["acme"],
@@ -99,8 +103,11 @@ fn main() -> anyhow::Result<()> {
         SATURATION_CONCURRENCY,
         SATURATION_FOR,
     ))?;
+    let http_cpu = Cpu::now(server.pid()).since(&before, saturation.ok);
     let http_tasks_per_s = saturation.ok as f64 / saturation.elapsed.as_secs_f64();
-    let inprocess_tasks_per_s = server_rt.block_on(in_process(&gateway))?;
+    let before = Cpu::now(server.pid());
+    let (inprocess_tasks_per_s, inprocess_tasks) = server_rt.block_on(in_process(&gateway))?;
+    let inprocess_cpu = Cpu::now(server.pid()).since(&before, inprocess_tasks);
 
     // Half load, open loop, once the earlier phases' backlog is in ClickHouse: the figure
     // is the steady state at half load, not half load plus catching up on 200k tasks.
@@ -189,6 +196,15 @@ fn main() -> anyhow::Result<()> {
         "HTTP / in-process tasks/s",
         format!("{:.2}", http_tasks_per_s / inprocess_tasks_per_s),
     );
+    for (phase, cpu) in [("over HTTP", &http_cpu), ("in process", &inprocess_cpu)] {
+        line(
+            &format!("CPU µs/task {phase}: isometer / load / ClickHouse"),
+            format!(
+                "{:.0} / {:.0} / {:.0}",
+                cpu.isometer_us, cpu.load_us, cpu.clickhouse_us
+            ),
+        );
+    }
     line(
         "spool backlog of the two phases shipped in (s)",
         format!("{:.1}", backlog.as_secs_f64()),
@@ -248,6 +264,11 @@ fn main() -> anyhow::Result<()> {
         "http_tasks_per_s": http_tasks_per_s,
         "inprocess_tasks_per_s": inprocess_tasks_per_s,
         "http_over_inprocess": http_tasks_per_s / inprocess_tasks_per_s,
+        "http_cpu_us_per_task": http_cpu.isometer_us,
+        "http_load_cpu_us_per_task": http_cpu.load_us,
+        "http_clickhouse_cpu_us_per_task": http_cpu.clickhouse_us,
+        "inprocess_cpu_us_per_task": inprocess_cpu.isometer_us,
+        "inprocess_clickhouse_cpu_us_per_task": inprocess_cpu.clickhouse_us,
         "http_p50_ms": http_p50_ms,
         "http_p99_ms": http_p99_ms,
         "disk_fdatasync_syncs": disk.syncs,
@@ -571,7 +592,8 @@ async fn open_loop(
 }
 
 /// Tasks/s through `Gateway::submit` with 64 in flight.
-async fn in_process(gateway: &Arc<Gateway>) -> anyhow::Result<f64> {
+/// Tasks per second through `Gateway::submit`, and how many ran.
+async fn in_process(gateway: &Arc<Gateway>) -> anyhow::Result<(f64, u64)> {
     let started = Instant::now();
     let done = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..SATURATION_CONCURRENCY)
@@ -592,7 +614,8 @@ async fn in_process(gateway: &Arc<Gateway>) -> anyhow::Result<f64> {
     for w in workers {
         w.await??;
     }
-    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+    let done = done.load(Ordering::Relaxed);
+    Ok((done as f64 / started.elapsed().as_secs_f64(), done))
 }
 
 type Shares = Vec<(&'static str, f64, f64)>;
@@ -731,6 +754,69 @@ async fn throttled_records(store: &Store) -> anyhow::Result<u64> {
 }
 
 /// This process's resident set, in KiB.
+/// CPU time so far (user and system, from `/proc`): this process apart from its load
+/// generator's threads, those threads, and the ClickHouse server.
+struct Cpu {
+    process_s: f64,
+    load_s: f64,
+    clickhouse_s: f64,
+}
+
+/// CPU per task between two [`Cpu`] readings, in microseconds.
+struct CpuPerTask {
+    isometer_us: f64,
+    load_us: f64,
+    clickhouse_us: f64,
+}
+
+impl Cpu {
+    fn now(clickhouse: u32) -> Cpu {
+        let load_s = std::fs::read_dir("/proc/self/task")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("load"))
+            })
+            .map(|t| cpu_seconds(&t.path().join("stat")))
+            .sum();
+        Cpu {
+            process_s: cpu_seconds(std::path::Path::new("/proc/self/stat")),
+            load_s,
+            clickhouse_s: cpu_seconds(std::path::Path::new(&format!("/proc/{clickhouse}/stat"))),
+        }
+    }
+
+    fn since(&self, before: &Cpu, tasks: u64) -> CpuPerTask {
+        let per_task = |s: f64| s * 1e6 / tasks.max(1) as f64;
+        let load = self.load_s - before.load_s;
+        CpuPerTask {
+            isometer_us: per_task(self.process_s - before.process_s - load),
+            load_us: per_task(load),
+            clickhouse_us: per_task(self.clickhouse_s - before.clickhouse_s),
+        }
+    }
+}
+
+/// User and system time of a `/proc/.../stat` file, in seconds (its ticks are 1/100 s).
+fn cpu_seconds(stat: &std::path::Path) -> f64 {
+    let Ok(text) = std::fs::read_to_string(stat) else {
+        return 0.0;
+    };
+    // The fields after the command's closing parenthesis: state is the first, utime
+    // and stime the twelfth and thirteenth.
+    let fields: Vec<&str> = text
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
