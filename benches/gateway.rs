@@ -591,8 +591,7 @@ async fn open_loop(
     Ok(load)
 }
 
-/// Tasks/s through `Gateway::submit` with 64 in flight.
-/// Tasks per second through `Gateway::submit`, and how many ran.
+/// Tasks per second through `Gateway::submit` with 64 in flight, and how many ran.
 async fn in_process(gateway: &Arc<Gateway>) -> anyhow::Result<(f64, u64)> {
     let started = Instant::now();
     let done = Arc::new(AtomicU64::new(0));
@@ -753,7 +752,6 @@ async fn throttled_records(store: &Store) -> anyhow::Result<u64> {
         .map_or(0, |c| c.attempts))
 }
 
-/// This process's resident set, in KiB.
 /// CPU time so far (user and system, from `/proc`): this process apart from its load
 /// generator's threads, those threads, and the ClickHouse server.
 struct Cpu {
@@ -817,6 +815,7 @@ fn cpu_seconds(stat: &std::path::Path) -> f64 {
     (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
+/// This process's resident set, in KiB.
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
