@@ -33,15 +33,17 @@ pub use synthetic::{SYNTHETIC_USE_CASES, SyntheticCounts};
 pub use writer::{UsageWriter, WriterOptions, WriterStatus, spool_status};
 
 use clickhouse::Client;
+use std::sync::Arc;
 
-/// A connection to one database of one ClickHouse server.
+/// A connection to one database of one ClickHouse server. Cheap to clone: every request
+/// of the API clones one with its state.
 #[derive(Clone)]
 pub struct Store {
-    client: Client,
-    url: String,
-    database: String,
+    client: Arc<Client>,
+    url: Arc<str>,
+    database: Arc<str>,
     /// The cluster whose shards hold the tables, when not one server.
-    cluster: Option<String>,
+    cluster: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -58,9 +60,9 @@ impl Store {
     /// Connects to `database` on the server at `url` (nothing is sent until first use).
     pub fn new(url: &str, database: &str) -> Self {
         Store {
-            client: client(url).with_database(database),
-            url: url.to_owned(),
-            database: database.to_owned(),
+            client: Arc::new(client(url).with_database(database)),
+            url: url.into(),
+            database: database.into(),
             cluster: None,
         }
     }
@@ -74,8 +76,9 @@ impl Store {
                 "cluster name `{cluster}` must be letters, digits and underscores"
             )));
         }
-        self.client = self.client.with_setting("insert_distributed_sync", "1");
-        self.cluster = Some(cluster.to_owned());
+        self.client =
+            Arc::new(Client::clone(&self.client).with_setting("insert_distributed_sync", "1"));
+        self.cluster = Some(cluster.into());
         Ok(self)
     }
 
@@ -176,7 +179,7 @@ impl Store {
 
     /// The cluster and database migrations are rewritten for, if any.
     fn target(&self) -> Option<(&str, &str)> {
-        self.cluster.as_deref().map(|c| (c, self.database.as_str()))
+        self.cluster.as_deref().map(|c| (c, &*self.database))
     }
 
     /// Opens the usage spool (replaying what an earlier process left in it) and starts

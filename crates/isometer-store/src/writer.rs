@@ -134,7 +134,7 @@ pub struct WriterStatus {
 impl UsageWriter {
     /// Opens the spool (replaying what an earlier process left) and starts the shipper.
     pub(crate) fn spawn(store: Store, options: WriterOptions) -> Result<Self, StoreError> {
-        let client = store.client.clone();
+        let client = Client::clone(&store.client);
         let (dir, temporary) = match &options.spool_dir {
             Some(dir) => (dir.clone(), None),
             None => {
