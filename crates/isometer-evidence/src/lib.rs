@@ -9,7 +9,7 @@
 mod batch;
 mod signing;
 
-pub use batch::{BatchSigner, MAX_WAIT, SIGN_INTERVAL, SignerStopped};
+pub use batch::{BatchSigner, SIGN_INTERVAL, SignerStopped};
 pub use signing::{BatchProof, EvidenceKey, KeyError, SignedManifest, TrustedKeys, VerifyError};
 
 use isometer_core::{Money, Outcome, Usage, Verdict};
