@@ -148,6 +148,8 @@ fn main() -> anyhow::Result<()> {
         HALF_LOAD_FOR,
     ))?;
     let (http_p50_ms, http_p99_ms) = (half.percentile_ms(50), half.percentile_ms(99));
+    let (server_p50_ms, server_p99_ms) =
+        (half.server_percentile_ms(50), half.server_percentile_ms(99));
 
     // Fairness and victims, on a gateway of 8 slots and a tool that holds one for 2 ms.
     let (fair_share_error, shares, victim_p99_ratio, victims) =
@@ -249,6 +251,10 @@ fn main() -> anyhow::Result<()> {
         format!("{http_p50_ms:.2} / {http_p99_ms:.2}"),
     );
     line(
+        "  the handler's own time (Server-Timing)",
+        format!("{server_p50_ms:.2} / {server_p99_ms:.2}"),
+    );
+    line(
         "disk alone: 8 KiB fdatasync p50 / p99 / max (ms)",
         format!(
             "{:.2} / {:.2} / {:.0}",
@@ -318,6 +324,8 @@ fn main() -> anyhow::Result<()> {
         "http_floor_load_cpu_us_per_answer": floor_cpu.load_us,
         "http_p50_ms": http_p50_ms,
         "http_p99_ms": http_p99_ms,
+        "http_server_p50_ms": server_p50_ms,
+        "http_server_p99_ms": server_p99_ms,
         "disk_fdatasync_syncs": disk.syncs,
         "disk_fdatasync_p50_ms": disk.p50_ms,
         "disk_fdatasync_p99_ms": disk.p99_ms,
@@ -476,8 +484,9 @@ impl Connection {
         })
     }
 
-    /// Writes the request and reads the answer; its status.
-    async fn exchange(&mut self, request: &[u8]) -> std::io::Result<u16> {
+    /// Writes the request and reads the answer; its status, and the handler's time from
+    /// its `Server-Timing` (`app;dur=MS`) when it has one.
+    async fn exchange(&mut self, request: &[u8]) -> std::io::Result<(u16, Option<Duration>)> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let bad = |what: &str| std::io::Error::other(format!("bad answer: {what}"));
         self.stream.write_all(request).await?;
@@ -504,12 +513,21 @@ impl Connection {
                     .then(|| value.trim().parse().ok())?
             })
             .ok_or_else(|| bad("no content-length"))?;
+        let server = head.lines().find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            let ms: f64 = name
+                .eq_ignore_ascii_case("server-timing")
+                .then(|| value.trim().strip_prefix("app;dur="))??
+                .parse()
+                .ok()?;
+            Some(Duration::from_secs_f64(ms / 1e3))
+        });
         while self.buf.len() < head_end + length {
             if self.stream.read_buf(&mut self.buf).await? == 0 {
                 return Err(bad("body cut short"));
             }
         }
-        Ok(status)
+        Ok((status, server))
     }
 }
 
@@ -525,7 +543,16 @@ struct Load {
     /// Not sent: the generator had `MAX_OUTSTANDING` requests waiting already.
     shed: u64,
     latencies: Vec<Duration>,
+    /// The handler's own time of the answers that had one (`Server-Timing`).
+    server_times: Vec<Duration>,
     elapsed: Duration,
+}
+
+/// One answer: its status, the time from send to its last byte, and the handler's time.
+struct Answer {
+    status: u16,
+    latency: Duration,
+    server: Option<Duration>,
 }
 
 impl Load {
@@ -535,27 +562,41 @@ impl Load {
     }
 
     fn percentile_ms(&self, p: usize) -> f64 {
-        let mut l = self.latencies.clone();
-        l.sort_unstable();
-        l.get((l.len() * p / 100).min(l.len().saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+        percentile_ms(&self.latencies, p)
     }
 
-    fn add(&mut self, outcome: Result<(u16, Duration), String>) {
+    fn server_percentile_ms(&self, p: usize) -> f64 {
+        percentile_ms(&self.server_times, p)
+    }
+
+    fn add(&mut self, outcome: Result<Answer, String>) {
         match outcome {
-            Ok((200, latency)) => {
+            Ok(Answer {
+                status: 200,
+                latency,
+                server,
+            }) => {
                 self.ok += 1;
                 self.latencies.push(latency);
+                self.server_times.extend(server);
             }
-            Ok((429, _)) => self.refused += 1,
-            Ok((status, _)) => self.fail(format!("status {status}")),
+            Ok(Answer { status: 429, .. }) => self.refused += 1,
+            Ok(Answer { status, .. }) => self.fail(format!("status {status}")),
             Err(e) => self.fail(e),
         }
     }
 }
 
-/// One request on an idle connection (or a new one); the answer's status and latency.
-async fn send(client: &Client, request: &[u8]) -> Result<(u16, Duration), String> {
+fn percentile_ms(times: &[Duration], p: usize) -> f64 {
+    let mut sorted = times.to_vec();
+    sorted.sort_unstable();
+    sorted
+        .get((sorted.len() * p / 100).min(sorted.len().saturating_sub(1)))
+        .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+}
+
+/// One request on an idle connection (or a new one).
+async fn send(client: &Client, request: &[u8]) -> Result<Answer, String> {
     let started = Instant::now();
     let _connection = client
         .connections
@@ -570,12 +611,16 @@ async fn send(client: &Client, request: &[u8]) -> Result<(u16, Duration), String
             .await
             .map_err(|e| format!("connect: {e}"))?,
     };
-    let status = connection
+    let (status, server) = connection
         .exchange(request)
         .await
         .map_err(|e| format!("exchange: {e}"))?;
     client.idle.lock().map_err(poisoned)?.push(connection);
-    Ok((status, started.elapsed()))
+    Ok(Answer {
+        status,
+        latency: started.elapsed(),
+        server,
+    })
 }
 
 /// `concurrency` requests in flight, each sent when the one before it is answered.
@@ -611,6 +656,7 @@ async fn closed_loop(
         total.failed += load.failed;
         total.first_failure = total.first_failure.or(load.first_failure);
         total.latencies.extend(load.latencies);
+        total.server_times.extend(load.server_times);
     }
     total.elapsed = started.elapsed();
     Ok(total)
