@@ -12,7 +12,8 @@
 //!   and of ClickHouse; and the answers per second of a handler that only reads the
 //!   request and writes a stored answer, the ceiling HTTP alone sets on these cores;
 //! - `http_p50_ms`, `http_p99_ms`: open-loop load at half of saturation, once the spool
-//!   backlog of the phases before has been shipped (the time this took is printed);
+//!   backlog of the phases before has been shipped (the time this took is printed), with
+//!   the handler's own p50/p99 from its `Server-Timing` header;
 //!   beside them, the disk's own floor: `fdatasync` of 8 KiB appends alone on the spools'
 //!   disk, and the share of its time spent in syncs over 5 ms;
 //! - `fair_share_error`: three tenants (weights 1, 1, 2) kept busy with a tool that holds
