@@ -211,7 +211,7 @@ impl Gateway {
         keys: impl IntoIterator<Item = (String, String)>,
         complete: bool,
     ) -> usize {
-        self.idempotency.remember(keys, complete)
+        self.idempotency.remember(keys, complete, self.now_ms())
     }
 
     fn now_ms(&self) -> u64 {
@@ -379,8 +379,12 @@ impl Gateway {
                 Claim::LookUp => {
                     if let Some(answer) = self.recorded_answer(&plan).await? {
                         let answer = Arc::new(answer);
-                        self.idempotency
-                            .store(&plan.tenant_id, &plan.task_id, answer.clone());
+                        self.idempotency.store(
+                            &plan.tenant_id,
+                            &plan.task_id,
+                            answer.clone(),
+                            self.now_ms(),
+                        );
                         return Ok(repeated(&answer));
                     }
                     looked_up = true;
@@ -388,7 +392,7 @@ impl Gateway {
             }
         };
         let response = self.run_task(plan, approval_id).await?;
-        claimed.finish(&response, response.is_final());
+        claimed.finish(&response, response.is_final(), self.now_ms());
         Ok(response)
     }
 
@@ -1303,7 +1307,8 @@ impl Gateway {
             .finish(plan, vec![sealed], TaskControl::default(), None)
             .await?;
         // A later submission of the task id gets this answer: the task will never run.
-        self.idempotency.store(&tenant, &task, Arc::new(response));
+        self.idempotency
+            .store(&tenant, &task, Arc::new(response), self.now_ms());
         Ok(())
     }
 }

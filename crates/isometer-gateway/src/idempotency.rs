@@ -3,7 +3,10 @@
 //!
 //! Answers are kept in memory, the newest `capacity` of them. Older ones, and the task ids
 //! an earlier process recorded (loaded at start with [`Idempotency::remember`]), are known
-//! by a 64-bit hash only; their answers are read back from ClickHouse.
+//! by a 64-bit hash only; their answers are read back from ClickHouse. A hash is kept for
+//! [`WINDOW`], the same window a restarted server learns recorded task ids over, so memory
+//! stays bounded however long the server runs; beyond [`MAX_KNOWN`] hashes, every unknown
+//! task id is looked up in ClickHouse instead.
 //!
 //! Only final answers are stored. A task waiting for an approval, or refused for load
 //! (`throttled`), has not run: the same id may be submitted again.
@@ -12,10 +15,18 @@ use crate::task::TaskResponse;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// Answers kept in memory unless set otherwise.
 pub const DEFAULT_CAPACITY: usize = 100_000;
+
+/// How long a task id is known once answered (or once loaded at start): submitted again
+/// within it, it never runs twice.
+pub const WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// Task ids known by hash at most; past it, every unknown task id is looked up.
+pub const MAX_KNOWN: usize = 5_000_000;
 
 type Key = (String, String);
 type Answer = Option<Arc<TaskResponse>>;
@@ -31,11 +42,60 @@ struct Inner {
     /// Keys of the stored answers, oldest first.
     order: VecDeque<Key>,
     capacity: usize,
-    /// Hashes of task ids recorded but not in `slots`.
-    known: HashSet<u64>,
-    /// `known` may miss some: every unknown id is looked up.
-    look_up_all: bool,
+    /// Task ids recorded but not in `slots`.
+    known: Known,
     hasher: std::collections::hash_map::RandomState,
+}
+
+/// Hashes of recorded task ids, each for [`WINDOW`] from when it was added.
+#[derive(Debug)]
+struct Known {
+    hashes: HashSet<u64>,
+    /// (added at, ms; hash), oldest first.
+    added: VecDeque<(u64, u64)>,
+    window_ms: u64,
+    max: usize,
+    /// `hashes` may miss some: every unknown id is looked up.
+    look_up_all: bool,
+}
+
+impl Known {
+    fn new(window: Duration, max: usize) -> Self {
+        Known {
+            hashes: HashSet::new(),
+            added: VecDeque::new(),
+            window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+            max: max.max(1),
+            look_up_all: false,
+        }
+    }
+
+    /// Whether `hash` may have been recorded (and must be looked up).
+    fn may_hold(&self, hash: u64) -> bool {
+        self.look_up_all || self.hashes.contains(&hash)
+    }
+
+    fn add(&mut self, hash: u64, now_ms: u64) {
+        if self.hashes.insert(hash) {
+            self.added.push_back((now_ms, hash));
+        }
+        self.forget(now_ms);
+    }
+
+    /// Drops the hashes older than the window; past `max`, drops the oldest and looks up
+    /// every unknown id from then on, since one of them may be a dropped one.
+    fn forget(&mut self, now_ms: u64) {
+        while let Some(&(added, hash)) = self.added.front() {
+            let expired = added.saturating_add(self.window_ms) <= now_ms;
+            let over = self.added.len() > self.max;
+            if !expired && !over {
+                break;
+            }
+            self.look_up_all |= over;
+            self.added.pop_front();
+            self.hashes.remove(&hash);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -73,8 +133,7 @@ impl Idempotency {
                 slots: HashMap::new(),
                 order: VecDeque::new(),
                 capacity: capacity.max(1),
-                known: HashSet::new(),
-                look_up_all: false,
+                known: Known::new(WINDOW, MAX_KNOWN),
                 hasher: std::collections::hash_map::RandomState::new(),
             }),
         })
@@ -89,7 +148,7 @@ impl Idempotency {
             Some(Slot::Running(sender)) => return Claim::Wait(sender.subscribe()),
             None => {}
         }
-        if !looked_up && (inner.look_up_all || inner.known.contains(&inner.hash(&key))) {
+        if !looked_up && inner.known.may_hold(inner.hash(&key)) {
             return Claim::LookUp;
         }
         let (sender, _) = watch::channel(None);
@@ -105,11 +164,17 @@ impl Idempotency {
     }
 
     /// Stores an answer read back from ClickHouse.
-    pub(crate) fn store(&self, tenant: &str, task_id: &str, answer: Arc<TaskResponse>) {
+    pub(crate) fn store(
+        &self,
+        tenant: &str,
+        task_id: &str,
+        answer: Arc<TaskResponse>,
+        now_ms: u64,
+    ) {
         let mut inner = self.lock();
         let key = (tenant.to_owned(), task_id.to_owned());
         if !inner.slots.contains_key(&key) {
-            inner.keep(key, answer);
+            inner.keep(key, answer, now_ms);
         }
     }
 
@@ -119,15 +184,16 @@ impl Idempotency {
         &self,
         keys: impl IntoIterator<Item = (String, String)>,
         complete: bool,
+        now_ms: u64,
     ) -> usize {
         let mut inner = self.lock();
-        inner.look_up_all |= !complete;
-        let mut n = 0;
+        inner.known.look_up_all |= !complete;
+        let before = inner.known.hashes.len();
         for key in keys {
             let hash = inner.hash(&key);
-            n += usize::from(inner.known.insert(hash));
+            inner.known.add(hash, now_ms);
         }
-        n
+        inner.known.hashes.len().saturating_sub(before)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -140,7 +206,7 @@ impl Inner {
         self.hasher.hash_one(key)
     }
 
-    fn keep(&mut self, key: Key, answer: Arc<TaskResponse>) {
+    fn keep(&mut self, key: Key, answer: Arc<TaskResponse>, now_ms: u64) {
         self.slots.insert(key.clone(), Slot::Done(answer));
         self.order.push_back(key);
         while self.order.len() > self.capacity {
@@ -150,20 +216,21 @@ impl Inner {
             if matches!(self.slots.get(&old), Some(Slot::Done(_))) {
                 self.slots.remove(&old);
                 let hash = self.hash(&old);
-                self.known.insert(hash);
+                self.known.add(hash, now_ms);
             }
         }
+        self.known.forget(now_ms);
     }
 }
 
 impl Claimed {
     /// Ends the claim with `answer`: stored when `is_final`, and handed to whoever waits.
-    pub(crate) fn finish(mut self, answer: &TaskResponse, is_final: bool) {
+    pub(crate) fn finish(mut self, answer: &TaskResponse, is_final: bool, now_ms: u64) {
         self.finished = true;
         let mut inner = self.owner.lock();
         if is_final {
             let answer = Arc::new(answer.clone());
-            inner.keep(self.key.clone(), answer.clone());
+            inner.keep(self.key.clone(), answer.clone(), now_ms);
             self.sender.send_replace(Some(answer));
         } else {
             inner.slots.remove(&self.key);
@@ -178,5 +245,48 @@ impl Drop for Claimed {
             self.owner.lock().slots.remove(&self.key);
             self.sender.send_replace(None);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR_MS: u64 = 3_600_000;
+
+    #[test]
+    fn a_known_task_id_is_forgotten_once_its_window_has_passed() {
+        let mut known = Known::new(Duration::from_secs(24 * 3600), 100);
+        known.add(1, 0);
+        known.add(2, 12 * HOUR_MS);
+        assert!(known.may_hold(1) && known.may_hold(2) && !known.may_hold(3));
+        // Adding again does not restart the window.
+        known.add(1, 20 * HOUR_MS);
+        known.forget(24 * HOUR_MS - 1);
+        assert!(known.may_hold(1));
+        known.forget(24 * HOUR_MS);
+        assert!(!known.may_hold(1) && known.may_hold(2));
+        known.forget(36 * HOUR_MS);
+        assert!(!known.may_hold(2));
+        assert!(known.hashes.is_empty() && known.added.is_empty());
+        assert!(!known.look_up_all);
+    }
+
+    #[test]
+    fn past_its_bound_every_unknown_task_id_is_looked_up() {
+        let mut known = Known::new(Duration::from_secs(24 * 3600), 3);
+        for hash in 0..3 {
+            known.add(hash, 0);
+        }
+        assert!(
+            !known.may_hold(99),
+            "within the bound, an unknown id is new"
+        );
+        known.add(3, 1);
+        assert_eq!(known.hashes.len(), 3, "the oldest hash is dropped");
+        assert!(
+            known.may_hold(0) && known.may_hold(99),
+            "a dropped id may come again: every unknown id is looked up"
+        );
     }
 }

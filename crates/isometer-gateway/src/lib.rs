@@ -29,7 +29,10 @@ pub use error::GatewayError;
 pub use gateway::{
     AttemptPlan, ChangeKind, ConfigChange, Gateway, SealedAttempt, egress_evidence, policy_limits,
 };
-pub use idempotency::DEFAULT_CAPACITY as IDEMPOTENCY_CAPACITY;
+pub use idempotency::{
+    DEFAULT_CAPACITY as IDEMPOTENCY_CAPACITY, MAX_KNOWN as IDEMPOTENCY_MAX_KNOWN,
+    WINDOW as IDEMPOTENCY_WINDOW,
+};
 /// The task a credential is minted for (the runtime's view of an attempt).
 pub use isometer_runtime::TaskContext;
 pub use metrics::{LATENCY_BUCKETS, Metrics, label as prometheus_label};

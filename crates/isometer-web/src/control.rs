@@ -28,10 +28,10 @@ pub async fn archive_version(store: &Store, config: &Config) -> Result<(), ApiEr
 }
 
 /// How far back a server learns the recorded task ids when it starts: a task id submitted
-/// again within this window of its first submission never runs twice.
-pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
-/// At most this many are loaded; beyond it every unknown task id is looked up in ClickHouse.
-const IDEMPOTENCY_KEYS_LOADED: u64 = 5_000_000;
+/// again within this window of its first submission never runs twice. At most
+/// [`IDEMPOTENCY_MAX_KNOWN`] are loaded; beyond it every unknown task id is looked up in
+/// ClickHouse.
+pub use isometer_gateway::{IDEMPOTENCY_MAX_KNOWN, IDEMPOTENCY_WINDOW};
 
 /// A change made active, and whether its record reached ClickHouse.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -54,9 +54,9 @@ impl AppState {
             - chrono::TimeDelta::from_std(IDEMPOTENCY_WINDOW).unwrap_or_default();
         let keys = self
             .store
-            .task_keys_since(since, IDEMPOTENCY_KEYS_LOADED)
+            .task_keys_since(since, IDEMPOTENCY_MAX_KNOWN as u64)
             .await?;
-        let complete = (keys.len() as u64) < IDEMPOTENCY_KEYS_LOADED;
+        let complete = keys.len() < IDEMPOTENCY_MAX_KNOWN;
         let known = self.gateway.remember_recorded_tasks(keys, complete);
         tracing::debug!(known, complete, "recorded task ids loaded");
         let config = self.gateway.config();
