@@ -102,16 +102,13 @@ fn main() -> anyhow::Result<()> {
 
     // Saturation over HTTP, then the same path in process, with the CPU each took.
     let noop = json!({"tool_id": "noop", "input": null});
-    let before = Cpu::now(server.pid());
-    let saturation = client_rt.block_on(closed_loop(
+    let (saturation, http_cpu, http_tasks_per_s) = saturate(
+        &client_rt,
         &client,
-        &keys["acme"],
-        &noop,
-        SATURATION_CONCURRENCY,
+        (&keys["acme"], &noop),
         SATURATION_FOR,
-    ))?;
-    let http_cpu = Cpu::now(server.pid()).since(&before, saturation.ok);
-    let http_tasks_per_s = saturation.ok as f64 / saturation.elapsed.as_secs_f64();
+        server.pid(),
+    )?;
     let before = Cpu::now(server.pid());
     let (inprocess_tasks_per_s, inprocess_tasks) = server_rt.block_on(in_process(&gateway))?;
     let inprocess_cpu = Cpu::now(server.pid()).since(&before, inprocess_tasks);
@@ -130,16 +127,13 @@ fn main() -> anyhow::Result<()> {
         server_rt.block_on(gateway.submit(TaskRequest::new("acme", "noop", json!(null))))?;
     let floor_client =
         Client::new(server_rt.block_on(answering_server(serde_json::to_vec(&answer)?))?);
-    let before = Cpu::now(server.pid());
-    let floor = client_rt.block_on(closed_loop(
+    let (_, floor_cpu, floor_tasks_per_s) = saturate(
+        &client_rt,
         &floor_client,
-        &keys["acme"],
-        &noop,
-        SATURATION_CONCURRENCY,
+        (&keys["acme"], &noop),
         FLOOR_FOR,
-    ))?;
-    let floor_cpu = Cpu::now(server.pid()).since(&before, floor.ok);
-    let floor_tasks_per_s = floor.ok as f64 / floor.elapsed.as_secs_f64();
+        server.pid(),
+    )?;
     let disk = disk_floor(HALF_LOAD_FOR)?;
     let half = client_rt.block_on(open_loop(
         &client,
@@ -661,6 +655,28 @@ async fn closed_loop(
     }
     total.elapsed = started.elapsed();
     Ok(total)
+}
+
+/// [`SATURATION_CONCURRENCY`] requests of `key` with `body` in flight for `duration`: the
+/// load, the CPU per answered request (ClickHouse's from `clickhouse`), and answers/s.
+fn saturate(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    (key, body): (&str, &serde_json::Value),
+    duration: Duration,
+    clickhouse: u32,
+) -> anyhow::Result<(Load, CpuPerTask, f64)> {
+    let before = Cpu::now(clickhouse);
+    let load = rt.block_on(closed_loop(
+        client,
+        key,
+        body,
+        SATURATION_CONCURRENCY,
+        duration,
+    ))?;
+    let cpu = Cpu::now(clickhouse).since(&before, load.ok);
+    let per_s = load.ok as f64 / load.elapsed.as_secs_f64();
+    Ok((load, cpu, per_s))
 }
 
 /// Requests sent at `rate` per second whatever the answers, for `duration`.
