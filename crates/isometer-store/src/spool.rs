@@ -35,8 +35,11 @@ pub struct SpoolOptions {
     pub segment_bytes: u64,
     /// Bytes of unshipped segments beyond which new tasks are refused (`throttled`).
     pub max_bytes: u64,
-    /// Extra time the writer waits to gather more records into one sync; zero syncs as
-    /// soon as the waiting records are written.
+    /// Least time between the starts of two syncs while appenders come concurrently
+    /// (the last sync was shared by more than one): records arriving meanwhile wait and
+    /// share the next one, so a busy spool makes fewer, larger syncs, each costing about
+    /// the same CPU whatever it holds. A lone appender's record is synced at once. Zero
+    /// syncs as soon as records wait.
     pub sync_interval: Duration,
     /// Most records made durable by one sync.
     pub sync_every: usize,
@@ -47,7 +50,7 @@ impl Default for SpoolOptions {
         SpoolOptions {
             segment_bytes: 64 << 20,
             max_bytes: 1 << 30,
-            sync_interval: Duration::ZERO,
+            sync_interval: Duration::from_millis(1),
             sync_every: 16_384,
         }
     }
@@ -296,10 +299,15 @@ impl Writer {
         let options = self.shared.options.clone();
         let mut group: Vec<Pending> = Vec::new();
         let mut buffer = Vec::with_capacity(1 << 20);
+        // When the last sync started, if it was shared: appenders are coming concurrently.
+        let mut last_sync: Option<std::time::Instant> = None;
         while let Some(first) = rx.blocking_recv() {
             let mut records = first.records.len();
             group.push(first);
-            let deadline = std::time::Instant::now() + options.sync_interval;
+            // Not before the interval since the last shared sync is over; what arrives
+            // until then joins this group.
+            let now = std::time::Instant::now();
+            let deadline = last_sync.map_or(now, |at| (at + options.sync_interval).max(now));
             loop {
                 while records < options.sync_every {
                     match rx.try_recv() {
@@ -318,6 +326,7 @@ impl Writer {
                 }
             }
             let first_seq = self.next_seq;
+            last_sync = (group.len() > 1).then(std::time::Instant::now);
             let result = self.write_group(&group, &mut buffer);
             match result {
                 Ok(()) => {
@@ -833,5 +842,52 @@ mod tests {
         spool.release(spool.durable()).expect("released");
         assert!(spool.has_room());
         assert!(spool.used_bytes() <= 1024 + 256, "{}", spool.used_bytes());
+    }
+
+    /// A lone appender's records are synced at once; appenders that come together share
+    /// syncs, and the next sync after a shared one waits out the interval.
+    #[tokio::test]
+    async fn shared_syncs_are_spaced_and_a_lone_appender_is_not_held() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let interval = Duration::from_secs(2);
+        let spaced = SpoolOptions {
+            sync_interval: interval,
+            ..options()
+        };
+        let spool = Spool::open(dir.path(), spaced, 0).expect("opens");
+        let started = std::time::Instant::now();
+        for i in 0..5u8 {
+            spool.append(vec![i; 100], 1).await.expect("appends");
+        }
+        assert!(
+            started.elapsed() < interval / 2,
+            "five appends one after the other took {:?}",
+            started.elapsed()
+        );
+
+        // 64 appenders at once: the writer wakes for the first and finds the others
+        // waiting, so the last of their syncs is shared.
+        let together = |base: u8| {
+            let mut appenders = tokio::task::JoinSet::new();
+            for i in 0..64u8 {
+                let spool = spool.clone();
+                appenders.spawn(async move { spool.append(vec![base + i; 100], 1).await });
+            }
+            appenders.join_all()
+        };
+        for appended in together(0).await {
+            appended.expect("appends");
+        }
+        let shared_at = std::time::Instant::now();
+        for appended in together(64).await {
+            appended.expect("appends");
+        }
+        assert!(
+            shared_at.elapsed() >= interval / 2,
+            "appenders right after a shared sync were synced after {:?}",
+            shared_at.elapsed()
+        );
+        assert_eq!(spool.durable(), 5 + 128);
+        assert_eq!(drain(&spool, 0).len(), 5 + 128);
     }
 }
