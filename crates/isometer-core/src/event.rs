@@ -153,6 +153,9 @@ pub enum RetryStop {
     MaxAttempts,
     /// The tenant's retry budget for the tool was spent.
     RetryBudget,
+    /// After its backoff the retry found no slot: the tenant's tasks filled its
+    /// concurrency and its queue (or the server was full).
+    NoSlot,
 }
 
 /// The loop caps of a run (configured per tier).
@@ -195,7 +198,11 @@ macro_rules! words {
     };
 }
 
-words!(RetryStop { MaxAttempts => "max_attempts", RetryBudget => "retry_budget" });
+words!(RetryStop {
+    MaxAttempts => "max_attempts",
+    RetryBudget => "retry_budget",
+    NoSlot => "no_slot",
+});
 words!(LoopCap {
     LowConfidenceStreak => "low_confidence_streak",
     RepeatedCall => "repeated_call",

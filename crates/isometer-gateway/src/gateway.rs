@@ -470,6 +470,7 @@ impl Gateway {
             };
             return self.refuse(plan, refusal).await;
         }
+        let mut permit = Some(permit);
         let mut attempts = Vec::new();
         let mut control = TaskControl::default();
         loop {
@@ -509,7 +510,17 @@ impl Gateway {
             let backoff = retry
                 .backoff
                 .saturating_mul(1 << u32::from(plan.attempt - 1).min(16));
+            // The backoff runs nothing: its slot goes to the tenant's other tasks, and the
+            // retry queues for one like any task.
+            permit = None;
             tokio::time::sleep(backoff).await;
+            permit = match self.admission.admit(&plan.tenant_id, &tier).await {
+                Ok(slot) if self.writer.has_room() => Some(slot),
+                Ok(_) | Err(_) => {
+                    control.retry_stop = Some(RetryStop::NoSlot);
+                    break;
+                }
+            };
             plan.attempt += 1;
         }
         drop(permit);

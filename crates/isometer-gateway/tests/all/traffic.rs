@@ -462,3 +462,96 @@ async fn caps_hold_under_64_concurrent_submissions_on_one_run() {
         gateway.flush().await.expect("flush");
     }
 }
+
+/// `config` with the standard tier running one task of a tenant at once and queueing at
+/// most `queue`, and the flaky tool retried once after `backoff`, then the fallback.
+async fn one_slot(queue: u32, backoff: Duration) -> Config {
+    let mut config = crate::submit::config(&Upstream::start(200, "{}").await);
+    for tier in &mut config.tiers {
+        if tier.id == "standard" {
+            (tier.max_concurrency, tier.max_queue) = (1, queue);
+        }
+    }
+    for p in &mut config.policies {
+        if p.id == "flaky/standard" {
+            p.retry = Retry {
+                max_attempts: 2,
+                budget_ratio: 1.0,
+                window: Duration::from_secs(300),
+                backoff,
+                ..Retry::default()
+            };
+            p.fallback = Fallback::Static(r#"{"status":"deferred"}"#.into());
+        }
+    }
+    config
+}
+
+fn failing(id: &str) -> TaskRequest {
+    TaskRequest {
+        task_id: Some(id.into()),
+        ..task("flaky", json!({"seed": 1, "fail_percent": 100}))
+    }
+}
+
+#[tokio::test]
+async fn a_task_waiting_out_its_backoff_leaves_its_slot_to_the_tenants_other_tasks() {
+    let store = isometer_testkit::database().await;
+    let backoff = Duration::from_millis(800);
+    let gateway = gateway(&store, one_slot(4, backoff).await);
+    let started = std::time::Instant::now();
+    let retrying = tokio::spawn({
+        let gateway = gateway.clone();
+        async move { gateway.submit(failing("retrying")).await }
+    });
+    // The first attempt fails at once; its retry waits 800 ms.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let other = gateway
+        .submit(task("slow", json!({"ms": 20})))
+        .await
+        .expect("answered");
+    let other_done = started.elapsed();
+    assert_eq!(other.outcome, Outcome::Success);
+    assert!(
+        other_done < backoff / 2,
+        "the tenant's one slot stayed with a task in its backoff: the other task ended after {other_done:?}"
+    );
+    let retried = retrying.await.expect("joined").expect("answered");
+    assert!(started.elapsed() >= backoff);
+    let outcomes: Vec<Outcome> = retried.attempts.iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, [Outcome::Failed, Outcome::Failed]);
+    assert_eq!(retried.retry_stop, Some(RetryStop::MaxAttempts));
+    assert!(retried.fallback);
+}
+
+#[tokio::test]
+async fn a_retry_that_finds_no_slot_after_its_backoff_ends_with_the_fallback() {
+    let store = isometer_testkit::database().await;
+    // One slot and no queue: while the retry waits 100 ms, a 200 ms task takes the slot.
+    let gateway = gateway(&store, one_slot(0, Duration::from_millis(100)).await);
+    let retrying = tokio::spawn({
+        let gateway = gateway.clone();
+        async move { gateway.submit(failing("no-slot")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let holder = gateway
+        .submit(task("slow", json!({"ms": 200})))
+        .await
+        .expect("answered");
+    assert_eq!(holder.outcome, Outcome::Success);
+    let answer = retrying.await.expect("joined").expect("answered");
+    assert_eq!(answer.attempts.len(), 1);
+    assert_eq!(answer.retry_stop, Some(RetryStop::NoSlot));
+    assert!(answer.fallback);
+    assert_eq!(answer.output, json!({"status": "deferred"}));
+
+    gateway.flush().await.expect("flush");
+    let (record, _) = store
+        .recorded_task("acme", "no-slot")
+        .await
+        .expect("query")
+        .expect("recorded");
+    assert_eq!((record.outcome, record.attempts), (Outcome::Failed, 1));
+    assert_eq!(record.control.retry_stop, Some(RetryStop::NoSlot));
+    assert!(record.control.fallback);
+}
