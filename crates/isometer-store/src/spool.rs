@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{oneshot, watch};
 
 const HEADER: usize = 28;
@@ -301,28 +302,32 @@ impl Writer {
         let mut buffer = Vec::with_capacity(1 << 20);
         // When the last sync started, if it was shared: appenders are coming concurrently.
         let mut last_sync: Option<std::time::Instant> = None;
-        while let Some(first) = rx.blocking_recv() {
+        loop {
+            // After a shared sync, the interval is slept out before looking for records:
+            // what arrives meanwhile queues without waking this thread, and joins one group.
+            let now = std::time::Instant::now();
+            if let Some(left) =
+                last_sync.and_then(|at| (at + options.sync_interval).checked_duration_since(now))
+            {
+                std::thread::sleep(left);
+            }
+            let first = match rx.try_recv() {
+                Ok(pending) => pending,
+                Err(TryRecvError::Empty) => match rx.blocking_recv() {
+                    Some(pending) => pending,
+                    None => break,
+                },
+                Err(TryRecvError::Disconnected) => break,
+            };
             let mut records = first.records.len();
             group.push(first);
-            // Not before the interval since the last shared sync is over; what arrives
-            // until then joins this group.
-            let now = std::time::Instant::now();
-            let deadline = last_sync.map_or(now, |at| (at + options.sync_interval).max(now));
-            loop {
-                while records < options.sync_every {
-                    match rx.try_recv() {
-                        Ok(pending) => {
-                            records += pending.records.len();
-                            group.push(pending);
-                        }
-                        Err(_) => break,
+            while records < options.sync_every {
+                match rx.try_recv() {
+                    Ok(pending) => {
+                        records += pending.records.len();
+                        group.push(pending);
                     }
-                }
-                match deadline.checked_duration_since(std::time::Instant::now()) {
-                    Some(left) if records < options.sync_every && !left.is_zero() => {
-                        std::thread::sleep(left.min(Duration::from_millis(1)));
-                    }
-                    _ => break,
+                    Err(_) => break,
                 }
             }
             let first_seq = self.next_seq;
