@@ -494,29 +494,44 @@ fn failing(id: &str) -> TaskRequest {
     }
 }
 
+/// Submits a task of the flaky tool that always fails (`id`) and, `after` that, a task of
+/// the slow tool sleeping `ms`: the slow task's answer, when it came (from the first
+/// submission), and the failing task's answer.
+async fn beside_a_retry(
+    gateway: &Arc<Gateway>,
+    id: &str,
+    after: Duration,
+    ms: u64,
+) -> (TaskResponse, Duration, TaskResponse) {
+    let started = std::time::Instant::now();
+    let retrying = tokio::spawn({
+        let (gateway, failing) = (gateway.clone(), failing(id));
+        async move { gateway.submit(failing).await }
+    });
+    tokio::time::sleep(after).await;
+    let other = gateway
+        .submit(task("slow", json!({ "ms": ms })))
+        .await
+        .expect("answered");
+    let other_done = started.elapsed();
+    let retried = retrying.await.expect("joined").expect("answered");
+    (other, other_done, retried)
+}
+
 #[tokio::test]
 async fn a_task_waiting_out_its_backoff_leaves_its_slot_to_the_tenants_other_tasks() {
     let store = isometer_testkit::database().await;
     let backoff = Duration::from_millis(800);
     let gateway = gateway(&store, one_slot(4, backoff).await);
     let started = std::time::Instant::now();
-    let retrying = tokio::spawn({
-        let gateway = gateway.clone();
-        async move { gateway.submit(failing("retrying")).await }
-    });
     // The first attempt fails at once; its retry waits 800 ms.
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    let other = gateway
-        .submit(task("slow", json!({"ms": 20})))
-        .await
-        .expect("answered");
-    let other_done = started.elapsed();
+    let (other, other_done, retried) =
+        beside_a_retry(&gateway, "retrying", Duration::from_millis(150), 20).await;
     assert_eq!(other.outcome, Outcome::Success);
     assert!(
         other_done < backoff / 2,
         "the tenant's one slot stayed with a task in its backoff: the other task ended after {other_done:?}"
     );
-    let retried = retrying.await.expect("joined").expect("answered");
     assert!(started.elapsed() >= backoff);
     let outcomes: Vec<Outcome> = retried.attempts.iter().map(|a| a.outcome).collect();
     assert_eq!(outcomes, [Outcome::Failed, Outcome::Failed]);
@@ -529,17 +544,9 @@ async fn a_retry_that_finds_no_slot_after_its_backoff_ends_with_the_fallback() {
     let store = isometer_testkit::database().await;
     // One slot and no queue: while the retry waits 100 ms, a 200 ms task takes the slot.
     let gateway = gateway(&store, one_slot(0, Duration::from_millis(100)).await);
-    let retrying = tokio::spawn({
-        let gateway = gateway.clone();
-        async move { gateway.submit(failing("no-slot")).await }
-    });
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    let holder = gateway
-        .submit(task("slow", json!({"ms": 200})))
-        .await
-        .expect("answered");
+    let (holder, _, answer) =
+        beside_a_retry(&gateway, "no-slot", Duration::from_millis(30), 200).await;
     assert_eq!(holder.outcome, Outcome::Success);
-    let answer = retrying.await.expect("joined").expect("answered");
     assert_eq!(answer.attempts.len(), 1);
     assert_eq!(answer.retry_stop, Some(RetryStop::NoSlot));
     assert!(answer.fallback);
