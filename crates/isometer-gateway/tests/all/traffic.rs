@@ -464,7 +464,8 @@ async fn caps_hold_under_64_concurrent_submissions_on_one_run() {
 }
 
 /// `config` with the standard tier running one task of a tenant at once and queueing at
-/// most `queue`, and the flaky tool retried once after `backoff`, then the fallback.
+/// most `queue`, the flaky tool retried once after `backoff`, then the fallback, and the
+/// slow tool allowed 5 s (a busy test machine stretches its sleeps).
 async fn one_slot(queue: u32, backoff: Duration) -> Config {
     let mut config = crate::submit::config(&Upstream::start(200, "{}").await);
     for tier in &mut config.tiers {
@@ -482,6 +483,9 @@ async fn one_slot(queue: u32, backoff: Duration) -> Config {
                 ..Retry::default()
             };
             p.fallback = Fallback::Static(r#"{"status":"deferred"}"#.into());
+        }
+        if p.id == "slow/standard" {
+            p.max_duration_ms = 5_000;
         }
     }
     config
@@ -521,10 +525,10 @@ async fn beside_a_retry(
 #[tokio::test]
 async fn a_task_waiting_out_its_backoff_leaves_its_slot_to_the_tenants_other_tasks() {
     let store = isometer_testkit::database().await;
-    let backoff = Duration::from_millis(800);
+    let backoff = Duration::from_millis(1200);
     let gateway = gateway(&store, one_slot(4, backoff).await);
     let started = std::time::Instant::now();
-    // The first attempt fails at once; its retry waits 800 ms.
+    // The first attempt fails at once; its retry waits 1.2 s.
     let (other, other_done, retried) =
         beside_a_retry(&gateway, "retrying", Duration::from_millis(150), 20).await;
     assert_eq!(other.outcome, Outcome::Success);
@@ -542,10 +546,10 @@ async fn a_task_waiting_out_its_backoff_leaves_its_slot_to_the_tenants_other_tas
 #[tokio::test]
 async fn a_retry_that_finds_no_slot_after_its_backoff_ends_with_the_fallback() {
     let store = isometer_testkit::database().await;
-    // One slot and no queue: while the retry waits 100 ms, a 200 ms task takes the slot.
-    let gateway = gateway(&store, one_slot(0, Duration::from_millis(100)).await);
+    // One slot and no queue: while the retry waits 300 ms, a 700 ms task takes the slot.
+    let gateway = gateway(&store, one_slot(0, Duration::from_millis(300)).await);
     let (holder, _, answer) =
-        beside_a_retry(&gateway, "no-slot", Duration::from_millis(30), 200).await;
+        beside_a_retry(&gateway, "no-slot", Duration::from_millis(100), 700).await;
     assert_eq!(holder.outcome, Outcome::Success);
     assert_eq!(answer.attempts.len(), 1);
     assert_eq!(answer.retry_stop, Some(RetryStop::NoSlot));
