@@ -4,7 +4,7 @@
 //! - `record` returns once the task's rows are durable in the spool (group commit).
 //! - The shipper gathers records into batches (at least `batch_rows`, at most
 //!   `max_batch_rows` or `max_batch_bytes` in any one table, and never older than
-//!   `max_delay`), one batch
+//!   `max_delay`, or at once when someone waits in `flush`), one batch
 //!   ahead of the insert in progress, inserts them in RowBinary (one insert per table), and
 //!   moves its checkpoint past them once ClickHouse answered. Before sending it writes the
 //!   batch's range to the checkpoint, and every row carries the batch's id.
@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 /// Where the spool lives and how batches are formed.
@@ -44,7 +44,10 @@ pub struct WriterOptions {
     /// Most bytes in one insert, for tables of large rows (manifests carry inputs and
     /// outputs): a batch also ends when one of its tables has this many.
     pub max_batch_bytes: usize,
-    /// Ship rows no later than this after the first of them was appended.
+    /// Ship rows no later than this after the first of them was appended (`flush` ships
+    /// at once). Every insert costs ClickHouse a part to write and later to merge, about
+    /// the same whatever it holds: fewer, larger inserts leave the machine's cores to the
+    /// tasks.
     pub max_delay: Duration,
 }
 
@@ -53,10 +56,10 @@ impl Default for WriterOptions {
         WriterOptions {
             spool_dir: None,
             spool: SpoolOptions::default(),
-            batch_rows: 10_000,
+            batch_rows: 50_000,
             max_batch_rows: 100_000,
             max_batch_bytes: 16 << 20,
-            max_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(1),
         }
     }
 }
@@ -98,6 +101,8 @@ pub struct UsageWriter {
     state: watch::Receiver<ShipState>,
     /// Rejected batches `flush` has already reported.
     reported: Arc<AtomicU64>,
+    /// Tells the gatherer that someone waits in `flush`: the batch it holds goes now.
+    hurry: Arc<Notify>,
     /// Stops the shipper when the last handle goes; what it had not shipped stays in the
     /// spool for the next start.
     _shipper: Arc<StopOnDrop>,
@@ -157,8 +162,10 @@ impl UsageWriter {
             shipped: checkpoint.shipped,
             ..ShipState::default()
         });
+        let hurry = Arc::new(Notify::new());
         let shipper = Shipper {
             client,
+            hurry: hurry.clone(),
             resume: checkpoint.shipped,
             spool: spool.clone(),
             checkpoint: Arc::new(std::sync::Mutex::new(checkpoint_file)),
@@ -180,6 +187,7 @@ impl UsageWriter {
             spool,
             state,
             reported: Arc::default(),
+            hurry,
             _shipper: Arc::new(StopOnDrop(abort)),
             _temporary: temporary,
         })
@@ -246,6 +254,9 @@ impl UsageWriter {
     /// rejected batch, when a batch since the previous flush was set aside.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let target = self.spool.durable();
+        if self.state.borrow().shipped < target {
+            self.hurry.notify_one();
+        }
         let mut state = self.state.clone();
         state
             .wait_for(|s| s.shipped >= target)
@@ -602,6 +613,8 @@ struct Gatherer {
     options: WriterOptions,
     /// Batches the shipper is done with, emptied, to gather into again.
     spare: tokio::sync::mpsc::Receiver<Batch>,
+    /// Someone waits in `flush`.
+    hurry: Arc<Notify>,
 }
 
 /// Aborts a spawned task when dropped (the gatherer goes with its shipper).
@@ -630,6 +643,9 @@ impl Gatherer {
         // Waits for a batch the shipper is done with: the batches' buffers go round.
         let mut batch = self.spare.recv().await.unwrap_or_default();
         let mut due: Option<Instant> = None;
+        // Someone waits in `flush` for what was durable when it called: once woken, the
+        // next round reads all of it (the reader reads up to what is durable).
+        let mut hurried = false;
         loop {
             let mut read = 0u32;
             while !batch.is_full(&self.options) {
@@ -648,13 +664,21 @@ impl Gatherer {
             }
             if !batch.is_empty() {
                 let due = *due.get_or_insert_with(|| Instant::now() + self.options.max_delay);
-                if Instant::now() >= due {
+                if hurried || Instant::now() >= due {
                     return Ok(batch);
                 }
                 let more = self.spool.wait_beyond(self.reader.position());
-                let _ = tokio::time::timeout_at(due, more).await;
+                tokio::select! {
+                    () = self.hurry.notified() => hurried = true,
+                    _ = tokio::time::timeout_at(due, more) => {}
+                }
             } else {
-                self.spool.wait_beyond(self.reader.position()).await;
+                // What a `flush` waits for is in the batches before this one.
+                hurried = false;
+                tokio::select! {
+                    () = self.hurry.notified() => hurried = true,
+                    () = self.spool.wait_beyond(self.reader.position()) => {}
+                }
             }
         }
     }
@@ -671,6 +695,8 @@ struct Shipper {
     state: watch::Sender<ShipState>,
     /// Distinguishes this process's insert query ids from an earlier one's.
     nonce: String,
+    /// Handed to the gatherer.
+    hurry: Arc<Notify>,
 }
 
 impl Shipper {
@@ -698,6 +724,7 @@ impl Shipper {
             reader: self.spool.reader(self.resume),
             options: self.options.clone(),
             spare,
+            hurry: self.hurry.clone(),
         };
         let (tx, mut batches) = tokio::sync::mpsc::channel(1);
         let _gatherer = AbortOnDrop(tokio::spawn(gatherer.run(tx)));

@@ -150,6 +150,31 @@ async fn rows_wait_for_the_batch_delay_not_for_a_full_batch() {
 }
 
 #[tokio::test]
+async fn flush_ships_at_once_without_waiting_out_the_batch_delay() {
+    let store = isometer_testkit::database().await;
+    let writer = store
+        .writer(WriterOptions {
+            batch_rows: 1_000_000,
+            max_delay: std::time::Duration::from_secs(600),
+            ..WriterOptions::default()
+        })
+        .expect("writer");
+    // Twice: the second flush finds the gatherer idle after the first batch went.
+    for name in ["first", "second"] {
+        let events = vec![event(name, "acme", 1, Outcome::Success, "0.01")];
+        writer
+            .record(events.clone(), task(name, "acme", &events))
+            .await
+            .expect("queued");
+        tokio::time::timeout(std::time::Duration::from_secs(30), writer.flush())
+            .await
+            .expect("flush does not wait for the batch delay")
+            .expect("flushed");
+        assert_eq!(store.task_events(name).await.expect("events"), events);
+    }
+}
+
+#[tokio::test]
 async fn a_batch_the_server_refuses_is_reported_by_flush_not_retried_forever() {
     // No migrations: the tables do not exist, so every insert is refused.
     let store = isometer_testkit::empty_database().await;
