@@ -9,7 +9,9 @@
 //! on another caller, or on a thread of its own that a busy machine may not run in time.
 
 use crate::signing::{Hash, digest_of, leaf_hash};
-use crate::{BatchProof, EncodeError, EvidenceKey, Manifest, SignedManifest, TrustedKeys};
+use crate::{
+    BatchProof, EncodeError, EncodedManifest, EvidenceKey, Manifest, SignedManifest, TrustedKeys,
+};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -101,16 +103,17 @@ impl BatchSigner {
 
     /// Signs `manifest` in the next batch.
     pub async fn sign(&self, manifest: Manifest) -> Result<SignedManifest, SignerStopped> {
-        Ok(self.sign_with_digest(manifest).await?.0)
+        Ok(self.sign_with_digest(manifest).await?.0.into_signed())
     }
 
     /// [`BatchSigner::sign`], with the manifest's digest (sha256 of its canonical bytes),
-    /// from one encoding. Needs a tokio runtime with its timer.
+    /// and its JSON built from the same encoding. Needs a tokio runtime with its timer.
     pub async fn sign_with_digest(
         &self,
         manifest: Manifest,
-    ) -> Result<(SignedManifest, String), SignerStopped> {
-        let digest = digest_of(&manifest.canonical_bytes()?);
+    ) -> Result<(EncodedManifest, String), SignerStopped> {
+        let canonical = manifest.canonical_bytes()?;
+        let digest = digest_of(&canonical);
         let (reply, mut answer) = oneshot::channel();
         let (lead, mut wake) = {
             let mut pending = self.inner.lock();
@@ -145,7 +148,8 @@ impl BatchSigner {
             signature,
             batch,
         };
-        Ok((signed, isometer_core::to_hex(&digest)))
+        let encoded = EncodedManifest::new(signed, &canonical)?;
+        Ok((encoded, isometer_core::to_hex(&digest)))
     }
 }
 

@@ -7,9 +7,11 @@
 //! verifies on its own (see [`SignedManifest`]). A lone manifest is a tree of one.
 
 mod batch;
+mod encoded;
 mod signing;
 
 pub use batch::{BatchSigner, SIGN_INTERVAL, SignerStopped};
+pub use encoded::EncodedManifest;
 pub use signing::{BatchProof, EvidenceKey, KeyError, SignedManifest, TrustedKeys, VerifyError};
 
 use isometer_core::{Money, Outcome, Usage, Verdict};

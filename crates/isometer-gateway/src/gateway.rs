@@ -615,7 +615,7 @@ impl Gateway {
                 stderr: String::from_utf8_lossy(&m.logs).into_owned(),
                 detail: None,
                 manifest_digest: m.digest.clone(),
-                manifest: signed,
+                manifest: signed.into(),
             });
         }
         let last = manifests.last();
@@ -734,8 +734,7 @@ impl Gateway {
                 verdict: manifest.verdict,
                 key_id: sealed.signed.key_id.clone(),
                 digest: sealed.digest.clone(),
-                signed: serde_json::to_string(&sealed.signed)
-                    .map_err(isometer_evidence::EncodeError::from)?,
+                signed: sealed.signed.to_json()?,
                 input: plan.input.clone(),
                 output: sealed.report.stdout.clone(),
                 logs: sealed.report.stderr.clone(),
@@ -1407,7 +1406,7 @@ pub struct SealedAttempt {
     pub finished: chrono::DateTime<chrono::Utc>,
     /// sha256 of the manifest's canonical bytes.
     pub digest: String,
-    pub signed: isometer_evidence::SignedManifest,
+    pub signed: isometer_evidence::EncodedManifest,
 }
 
 impl Loaded {

@@ -1,7 +1,7 @@
 //! The request and the answer of one task, as the API speaks them.
 
 use isometer_core::{LoopCap, Money, Outcome, RetryStop, RunClass, Usage};
-use isometer_evidence::SignedManifest;
+use isometer_evidence::EncodedManifest;
 use serde::{Deserialize, Serialize};
 
 /// A task to run.
@@ -132,5 +132,5 @@ pub struct AttemptSummary {
     /// sha256 of the attempt's canonical execution manifest.
     pub manifest_digest: String,
     /// The attempt's signed execution manifest.
-    pub manifest: SignedManifest,
+    pub manifest: EncodedManifest,
 }
