@@ -154,7 +154,7 @@ pub enum RetryStop {
     /// The tenant's retry budget for the tool was spent.
     RetryBudget,
     /// After its backoff the retry found no slot: the tenant's tasks filled its
-    /// concurrency and its queue (or the server was full).
+    /// concurrency and its queue, the server was full, or the usage spool was.
     NoSlot,
 }
 
