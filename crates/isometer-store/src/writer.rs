@@ -46,8 +46,9 @@ pub struct WriterOptions {
     pub max_batch_bytes: usize,
     /// Ship rows no later than this after the first of them was appended (`flush` ships
     /// at once). Every insert costs ClickHouse a part to write and later to merge, about
-    /// the same whatever it holds: fewer, larger inserts leave the machine's cores to the
-    /// tasks.
+    /// the same whatever it holds, so a longer delay costs it less CPU per row; but each
+    /// insert is then a larger burst of work, which tasks running beside a local server
+    /// feel in their tail latency.
     pub max_delay: Duration,
 }
 
@@ -56,10 +57,10 @@ impl Default for WriterOptions {
         WriterOptions {
             spool_dir: None,
             spool: SpoolOptions::default(),
-            batch_rows: 50_000,
+            batch_rows: 10_000,
             max_batch_rows: 100_000,
             max_batch_bytes: 16 << 20,
-            max_delay: Duration::from_secs(1),
+            max_delay: Duration::from_millis(200),
         }
     }
 }
