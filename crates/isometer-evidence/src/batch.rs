@@ -184,9 +184,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_manifests_share_signatures_and_each_verifies() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let signer = BatchSigner::new(EvidenceKey::load_or_create(dir.path()).expect("key"))
-            .expect("signer");
+        let (_dir, signer) = crate::tests::signer();
         let tasks: Vec<_> = (0..2000)
             .map(|i| {
                 let signer = signer.clone();
@@ -212,9 +210,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lone_manifest_is_signed_at_once() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let signer = BatchSigner::new(EvidenceKey::load_or_create(dir.path()).expect("key"))
-            .expect("signer");
+        let (_dir, signer) = crate::tests::signer();
         for i in 0..3 {
             let t = Instant::now();
             // The first is signed on arrival; the next ones come within the interval and

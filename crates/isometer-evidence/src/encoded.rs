@@ -104,13 +104,9 @@ impl<'de> Deserialize<'de> for EncodedManifest {
 
 #[cfg(test)]
 mod tests {
-    use crate::{BatchSigner, EvidenceKey};
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_built_json_is_what_serde_writes_and_reads_back() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let signer = BatchSigner::new(EvidenceKey::load_or_create(dir.path()).expect("key"))
-            .expect("signer");
+        let (_dir, signer) = crate::tests::signer();
         // Batches of several, so proofs carry paths; names that JSON must escape.
         let tasks: Vec<_> = (0..64)
             .map(|i| {

@@ -152,6 +152,14 @@ impl Manifest {
 mod tests {
     use super::*;
 
+    /// A batch signer over a fresh key; the key's directory lives as long as the guard.
+    pub(crate) fn signer() -> (tempfile::TempDir, BatchSigner) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let signer = BatchSigner::new(EvidenceKey::load_or_create(dir.path()).expect("key"))
+            .expect("signer");
+        (dir, signer)
+    }
+
     pub(crate) fn manifest() -> Manifest {
         Manifest {
             manifest_version: MANIFEST_VERSION,
