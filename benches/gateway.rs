@@ -15,7 +15,8 @@
 //!   backlog of the phases before has been shipped (the time this took is printed), with
 //!   the handler's own p50/p99 from its `Server-Timing` header;
 //!   beside them, the disk's own floor: `fdatasync` of 8 KiB appends alone on the spools'
-//!   disk, and the share of its time spent in syncs over 5 ms;
+//!   disk, and the share of its time spent in syncs over 5 ms; then the same beside a
+//!   64 MiB segment removed every second, at once and in the spool's steps;
 //! - `fair_share_error`: three tenants (weights 1, 1, 2) kept busy with a tool that holds
 //!   its slot for 2 ms on a gateway of 8 slots, one of them offering ten times its share
 //!   and the others four times theirs; the largest relative gap between a tenant's
@@ -42,6 +43,8 @@ const SATURATION_FOR: Duration = Duration::from_secs(6);
 const SATURATION_CONCURRENCY: usize = 64;
 const FLOOR_FOR: Duration = Duration::from_secs(3);
 const HALF_LOAD_FOR: Duration = Duration::from_secs(6);
+/// The disk's syncs beside a segment removed every second, each way.
+const RELEASE_FOR: Duration = Duration::from_secs(5);
 const FAIRNESS_FOR: Duration = Duration::from_secs(4);
 /// Rounds of victims alone and with the noisy tenant, and each window's length.
 const VICTIM_ROUNDS: usize = 5;
@@ -134,7 +137,9 @@ fn main() -> anyhow::Result<()> {
         FLOOR_FOR,
         server.pid(),
     )?;
-    let disk = disk_floor(HALF_LOAD_FOR)?;
+    let disk = disk_floor(HALF_LOAD_FOR, Removal::None)?;
+    let disk_at_once = disk_floor(RELEASE_FOR, Removal::AtOnce)?;
+    let disk_in_steps = disk_floor(RELEASE_FOR, Removal::InSteps)?;
     let half = client_rt.block_on(open_loop(
         &client,
         &keys["acme"],
@@ -261,6 +266,22 @@ fn main() -> anyhow::Result<()> {
         format!("{:.2}%", disk.stalled_share * 100.0),
     );
     line(
+        "  beside 64 MiB segments removed at once: p99 / max",
+        format!("{:.2} / {:.0}", disk_at_once.p99_ms, disk_at_once.max_ms),
+    );
+    line(
+        "    share of its time in syncs over 5 ms",
+        format!("{:.2}%", disk_at_once.stalled_share * 100.0),
+    );
+    line(
+        "  beside them removed in steps (the spool's way)",
+        format!("{:.2} / {:.0}", disk_in_steps.p99_ms, disk_in_steps.max_ms),
+    );
+    line(
+        "    share of its time in syncs over 5 ms",
+        format!("{:.2}%", disk_in_steps.stalled_share * 100.0),
+    );
+    line(
         "fair share error (noisy tenant at 10x its share)",
         format!("{fair_share_error:.3}"),
     );
@@ -326,6 +347,10 @@ fn main() -> anyhow::Result<()> {
         "disk_fdatasync_p99_ms": disk.p99_ms,
         "disk_fdatasync_max_ms": disk.max_ms,
         "disk_stalled_share": disk.stalled_share,
+        "disk_removal_at_once_max_ms": disk_at_once.max_ms,
+        "disk_removal_at_once_stalled_share": disk_at_once.stalled_share,
+        "disk_removal_in_steps_max_ms": disk_in_steps.max_ms,
+        "disk_removal_in_steps_stalled_share": disk_in_steps.stalled_share,
         "fair_share_error": fair_share_error,
         "victim_p99_ratio": victim_p99_ratio,
         "victim_p99_ms_with_noisy": victims.iter().map(|r| r.0).collect::<Vec<_>>(),
@@ -981,9 +1006,45 @@ struct DiskFloor {
     stalled_share: f64,
 }
 
-fn disk_floor(duration: Duration) -> anyhow::Result<DiskFloor> {
+/// How segments are removed beside the syncs of [`disk_floor`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Removal {
+    /// None are.
+    None,
+    /// One 64 MiB segment a second, removed at once.
+    AtOnce,
+    /// One 64 MiB segment a second, removed as the spool does (`remove_in_steps`).
+    InSteps,
+}
+
+fn disk_floor(duration: Duration, removal: Removal) -> anyhow::Result<DiskFloor> {
     use std::io::Write;
     let dir = tempfile::tempdir()?;
+    // The segments to remove, written and synced before the clock starts.
+    let mut segments = Vec::new();
+    if removal != Removal::None {
+        let megabyte = vec![0xa5_u8; 1 << 20];
+        for i in 0..duration.as_secs() {
+            let path = dir.path().join(format!("{i}.seg"));
+            let mut segment = std::fs::File::create(&path)?;
+            for _ in 0..64 {
+                segment.write_all(&megabyte)?;
+            }
+            segment.sync_all()?;
+            segments.push(path);
+        }
+    }
+    let remover = std::thread::spawn(move || -> std::io::Result<()> {
+        for path in segments {
+            std::thread::sleep(Duration::from_millis(500));
+            match removal {
+                Removal::AtOnce => std::fs::remove_file(&path)?,
+                _ => drop(isometer_store::remove_in_steps(&path)?),
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Ok(())
+    });
     let mut file = std::fs::File::create(dir.path().join("probe"))?;
     let block = vec![0x5a_u8; 8 << 10];
     let mut syncs = Vec::new();
@@ -995,6 +1056,9 @@ fn disk_floor(duration: Duration) -> anyhow::Result<DiskFloor> {
         syncs.push(t.elapsed());
     }
     let elapsed = started.elapsed();
+    remover
+        .join()
+        .map_err(|_| anyhow::anyhow!("the remover panicked"))??;
     syncs.sort_unstable();
     let at = |p: usize| syncs[(syncs.len() * p / 100).min(syncs.len() - 1)].as_secs_f64() * 1e3;
     let stalled: Duration = syncs

@@ -168,7 +168,7 @@ impl Spool {
         // kept as the one to append to.
         while segments.len() > 1 && segments[1].first_seq <= shipped {
             if let Some(gone) = segments.pop_front() {
-                std::fs::remove_file(&gone.path).map_err(io)?;
+                remove_in_steps(&gone.path).map_err(io)?;
             }
         }
         let used = segments
@@ -260,19 +260,26 @@ impl Spool {
         }
     }
 
-    /// Forgets the segments whose records are all below `shipped`.
+    /// Forgets the segments whose records are all below `shipped`, and removes their
+    /// files (see [`remove_in_steps`]). Blocks for as long as that takes: call it off the
+    /// async workers.
     pub fn release(&self, shipped: u64) -> Result<(), SpoolError> {
-        let mut segments = self
-            .shared
-            .segments
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        while segments.len() > 1 && segments[1].first_seq <= shipped {
-            let Some(gone) = segments.pop_front() else {
-                break;
-            };
-            let len = std::fs::metadata(&gone.path).map_or(0, |m| m.len());
-            std::fs::remove_file(&gone.path).map_err(|source| SpoolError::Io {
+        // Taken off the list under the lock, removed after it: the writer thread takes
+        // the same lock to start a segment, and must not wait for the disk.
+        let gone: Vec<Segment> = {
+            let mut segments = self
+                .shared
+                .segments
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let mut gone = Vec::new();
+            while segments.len() > 1 && segments[1].first_seq <= shipped {
+                gone.extend(segments.pop_front());
+            }
+            gone
+        };
+        for segment in gone {
+            let len = remove_in_steps(&segment.path).map_err(|source| SpoolError::Io {
                 dir: self.shared.dir.clone(),
                 source,
             })?;
@@ -418,6 +425,27 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// Bytes a released segment gives back to the file system at a time.
+pub const RELEASE_STEP: u64 = 4 << 20;
+
+/// Removes a file after cutting it down [`RELEASE_STEP`] bytes at a time; returns the
+/// length it had. On a disk mounted with online discard (ext4 `-o discard`), removing a
+/// 64 MiB segment at once discards all its blocks in one go, and every `fdatasync` on that
+/// disk meanwhile (the spool's group commits, which tasks wait for) waited 10 to 60 ms;
+/// steps of 4 MiB kept them all under 5 ms (`make bench SUITE=gateway` measures both).
+pub fn remove_in_steps(path: &Path) -> std::io::Result<u64> {
+    let file = OpenOptions::new().write(true).open(path)?;
+    let len = file.metadata()?.len();
+    let mut size = len;
+    while size > RELEASE_STEP {
+        size -= RELEASE_STEP;
+        file.set_len(size)?;
+    }
+    drop(file);
+    std::fs::remove_file(path)?;
+    Ok(len)
 }
 
 pub(crate) fn encode(buffer: &mut Vec<u8>, seq: u64, appended_ms: u64, rows: u32, payload: &[u8]) {
@@ -815,6 +843,17 @@ mod tests {
             err.to_string().contains("record 0 fails its checksum"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_segment_removed_in_steps_is_gone_and_its_length_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("1.seg");
+        let len = 2 * RELEASE_STEP + 5;
+        std::fs::write(&path, vec![7u8; len as usize]).expect("write");
+        assert_eq!(remove_in_steps(&path).expect("removed"), len);
+        assert!(!path.exists());
+        assert!(remove_in_steps(&path).is_err(), "a missing segment is an error");
     }
 
     #[tokio::test]
