@@ -265,22 +265,20 @@ fn main() -> anyhow::Result<()> {
         "  share of its time in syncs over 5 ms",
         format!("{:.2}%", disk.stalled_share * 100.0),
     );
-    line(
-        "  beside 64 MiB segments removed at once: p99 / max",
-        format!("{:.2} / {:.0}", disk_at_once.p99_ms, disk_at_once.max_ms),
-    );
-    line(
-        "    share of its time in syncs over 5 ms",
-        format!("{:.2}%", disk_at_once.stalled_share * 100.0),
-    );
-    line(
-        "  beside them removed in steps (the spool's way)",
-        format!("{:.2} / {:.0}", disk_in_steps.p99_ms, disk_in_steps.max_ms),
-    );
-    line(
-        "    share of its time in syncs over 5 ms",
-        format!("{:.2}%", disk_in_steps.stalled_share * 100.0),
-    );
+    for (removed, floor) in [
+        ("64 MiB segments removed at once", &disk_at_once),
+        ("them removed in steps (the spool's way)", &disk_in_steps),
+    ] {
+        line(
+            &format!("  beside {removed}: p99 / max (ms), share over 5 ms"),
+            format!(
+                "{:.2} / {:.0}, {:.2}%",
+                floor.p99_ms,
+                floor.max_ms,
+                floor.stalled_share * 100.0
+            ),
+        );
+    }
     line(
         "fair share error (noisy tenant at 10x its share)",
         format!("{fair_share_error:.3}"),

@@ -853,7 +853,10 @@ mod tests {
         std::fs::write(&path, vec![7u8; len as usize]).expect("write");
         assert_eq!(remove_in_steps(&path).expect("removed"), len);
         assert!(!path.exists());
-        assert!(remove_in_steps(&path).is_err(), "a missing segment is an error");
+        assert!(
+            remove_in_steps(&path).is_err(),
+            "a missing segment is an error"
+        );
     }
 
     #[tokio::test]
