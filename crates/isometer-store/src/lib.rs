@@ -29,8 +29,7 @@ pub use migrate::{Migration, MigrationReport};
 pub use queries::{OutcomeCount, Reconciliation, TenantSummary, Totals};
 pub use rows::ManifestRecord;
 pub use spool::{
-    RELEASE_STEP, Spool, SpoolError, SpoolOptions, SpoolReader, SpoolRecord, SpoolStatus,
-    remove_in_steps,
+    Spool, SpoolError, SpoolOptions, SpoolReader, SpoolRecord, SpoolStatus, remove_in_steps,
 };
 pub use synthetic::{SYNTHETIC_USE_CASES, SyntheticCounts};
 pub use writer::{UsageWriter, WriterOptions, WriterStatus, spool_status};

@@ -428,13 +428,14 @@ impl Writer {
 }
 
 /// Bytes a released segment gives back to the file system at a time.
-pub const RELEASE_STEP: u64 = 4 << 20;
+pub(crate) const RELEASE_STEP: u64 = 4 << 20;
 
 /// Removes a file after cutting it down [`RELEASE_STEP`] bytes at a time; returns the
 /// length it had. On a disk mounted with online discard (ext4 `-o discard`), removing a
 /// 64 MiB segment at once discards all its blocks in one go, and every `fdatasync` on that
 /// disk meanwhile (the spool's group commits, which tasks wait for) waited 10 to 60 ms;
-/// steps of 4 MiB kept them all under 5 ms (`make bench SUITE=gateway` measures both).
+/// in steps of 4 MiB the removal itself stalled no sync (`make bench SUITE=gateway`
+/// measures both ways).
 pub fn remove_in_steps(path: &Path) -> std::io::Result<u64> {
     let file = OpenOptions::new().write(true).open(path)?;
     let len = file.metadata()?.len();
