@@ -4,15 +4,17 @@
 //! no signature was made for [`SIGN_INTERVAL`] signs it, on its own thread, for everyone in
 //! it: when the signer has been idle a manifest is signed at once (a batch of one); under
 //! load one ed25519 signature covers every manifest of the last interval, and signing costs
-//! a small, bounded share of a core. A caller that came too early waits on a timer until
-//! signing is due and then takes the lead itself if no one else has: no manifest depends
-//! on another caller, or on a thread of its own that a busy machine may not run in time.
+//! a small, bounded share of a core. A batch begun before signing was due is signed when it
+//! falls due by a timer thread that sleeps until then (the kernel's timers are precise to
+//! tens of microseconds, tokio's to a millisecond). Each caller that came too early also
+//! waits on a tokio timer and signs the batch itself if it is still unsigned then: on a
+//! machine too busy to run the timer thread in time, no manifest waits for it.
 
 use crate::signing::{Hash, digest_of, leaf_hash};
 use crate::{
     BatchProof, EncodeError, EncodedManifest, EvidenceKey, Manifest, SignedManifest, TrustedKeys,
 };
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -30,6 +32,10 @@ struct Pending {
     /// Someone is signing a batch now.
     signing: bool,
     last_signed: Option<Instant>,
+    /// The timer thread waits for a batch to begin (not for one to fall due).
+    timer_parked: bool,
+    /// The last handle is gone: the timer thread ends.
+    stopped: bool,
 }
 
 impl Pending {
@@ -47,6 +53,14 @@ impl Pending {
         self.signing |= lead;
         lead
     }
+
+    /// Whether the timer thread must be woken for the pending batch: it is parked and no
+    /// one is signing (a signer looks again when done). Marks it woken.
+    fn wake_timer(&mut self) -> bool {
+        let wake = self.timer_parked && !self.signing && !self.jobs.is_empty();
+        self.timer_parked &= !wake;
+        wake
+    }
 }
 
 /// Why a manifest was not signed.
@@ -58,11 +72,25 @@ pub enum SignerStopped {
     Stopped,
 }
 
-struct Inner {
+/// What the callers and the timer thread share.
+struct Shared {
     key: EvidenceKey,
+    pending: Mutex<Pending>,
+    /// Wakes the timer thread: a batch has begun, or a signing ended with jobs waiting.
+    begun: Condvar,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
     key_id: Arc<str>,
     trusted: TrustedKeys,
-    pending: Mutex<Pending>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shared.lock().stopped = true;
+        self.shared.begun.notify_one();
+    }
 }
 
 /// A shared batch signer over one evidence key; cheap to clone.
@@ -80,14 +108,24 @@ impl std::fmt::Debug for BatchSigner {
 }
 
 impl BatchSigner {
-    /// A signer over `key`.
+    /// A signer over `key`, with its timer thread (which ends with the last handle).
     pub fn new(key: EvidenceKey) -> std::io::Result<Self> {
+        let key_id = key.key_id().into();
+        let trusted = key.trusted();
+        let shared = Arc::new(Shared {
+            key,
+            pending: Mutex::default(),
+            begun: Condvar::new(),
+        });
+        let timer = shared.clone();
+        std::thread::Builder::new()
+            .name("evidence-timer".into())
+            .spawn(move || timer.sign_when_due())?;
         Ok(BatchSigner {
             inner: Arc::new(Inner {
-                key_id: key.key_id().into(),
-                trusted: key.trusted(),
-                key,
-                pending: Mutex::default(),
+                shared,
+                key_id,
+                trusted,
             }),
         })
     }
@@ -115,17 +153,24 @@ impl BatchSigner {
         let canonical = manifest.canonical_bytes()?;
         let digest = digest_of(&canonical);
         let (reply, mut answer) = oneshot::channel();
-        let (lead, mut wake) = {
-            let mut pending = self.inner.lock();
+        let shared = &self.inner.shared;
+        let (lead, begun, mut wake) = {
+            let mut pending = shared.lock();
             pending.jobs.push(Job {
                 leaf: leaf_hash(&digest),
                 reply,
             });
             let now = Instant::now();
-            (pending.take_lead(now), pending.due(now))
+            let lead = pending.take_lead(now);
+            // A batch not signed at once sets the timer thread going, unless it is already
+            // timing one.
+            let begun = !lead && pending.wake_timer();
+            (lead, begun, pending.due(now))
         };
         if lead {
-            self.inner.sign_pending();
+            shared.sign_pending();
+        } else if begun {
+            shared.begun.notify_one();
         }
         let (signature, batch) = loop {
             tokio::select! {
@@ -135,8 +180,8 @@ impl BatchSigner {
                     // Due, and no one has signed this batch: sign it here. Someone may be
                     // signing an earlier batch now; look again an interval later.
                     let now = Instant::now();
-                    if self.inner.lock().take_lead(now) {
-                        self.inner.sign_pending();
+                    if shared.lock().take_lead(now) {
+                        shared.sign_pending();
                     }
                     wake = now + SIGN_INTERVAL;
                 }
@@ -153,7 +198,7 @@ impl BatchSigner {
     }
 }
 
-impl Inner {
+impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         // The state stays consistent even if a holder panicked: take it back.
         self.pending
@@ -166,14 +211,52 @@ impl Inner {
         let jobs = std::mem::take(&mut self.lock().jobs);
         let leaves: Vec<Hash> = jobs.iter().map(|j| j.leaf).collect();
         let sealed = self.key.seal(&leaves);
-        {
+        let waiting = {
             let mut pending = self.lock();
             pending.signing = false;
             pending.last_signed = Some(Instant::now());
+            pending.wake_timer()
+        };
+        if waiting {
+            // Jobs came while this batch was being signed: they are the next batch.
+            self.begun.notify_one();
         }
         for (job, sealed) in jobs.into_iter().zip(sealed) {
             // A caller that went away no longer needs its signature.
             let _ = job.reply.send(sealed);
+        }
+    }
+
+    /// The timer thread: signs each batch that was begun early once it falls due, unless
+    /// a caller has signed it first.
+    fn sign_when_due(&self) {
+        let mut pending = self.lock();
+        loop {
+            if pending.stopped {
+                return;
+            }
+            if pending.jobs.is_empty() || pending.signing {
+                pending.timer_parked = true;
+                pending = self
+                    .begun
+                    .wait(pending)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                pending.timer_parked = false;
+                continue;
+            }
+            let now = Instant::now();
+            if pending.take_lead(now) {
+                drop(pending);
+                self.sign_pending();
+                pending = self.lock();
+            } else {
+                let left = pending.due(now).saturating_duration_since(now);
+                pending = self
+                    .begun
+                    .wait_timeout(pending, left)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .0;
+            }
         }
     }
 }
@@ -229,6 +312,47 @@ mod tests {
                 t.elapsed()
             );
             signed.verify(signer.trusted()).expect("verifies");
+        }
+    }
+
+    #[test]
+    fn a_batch_begun_early_is_signed_by_the_timer_thread_alone() {
+        let (_dir, signer) = crate::tests::signer();
+        let shared = signer.inner.shared.clone();
+        // A batch begun right after a signature, by a caller with no runtime and no timer
+        // of its own: only the timer thread can sign it.
+        let (reply, mut answer) = oneshot::channel();
+        {
+            let mut pending = shared.lock();
+            pending.last_signed = Some(Instant::now());
+            pending.jobs.push(Job {
+                leaf: [7; 32],
+                reply,
+            });
+        }
+        shared.begun.notify_one();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (_signature, batch) = loop {
+            match answer.try_recv() {
+                Ok(signed) => break signed,
+                Err(oneshot::error::TryRecvError::Empty) => {
+                    assert!(Instant::now() < deadline, "not signed within 5 s");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(batch.count, 1);
+        assert!(shared.lock().jobs.is_empty());
+
+        // The thread ends with the last handle and lets go of what it shared.
+        drop(signer);
+        while Arc::strong_count(&shared) > 1 {
+            assert!(
+                Instant::now() < deadline,
+                "the timer thread outlived its signer"
+            );
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 }
