@@ -10,15 +10,30 @@
 //!
 //! The CRC covers everything after it. Sequence numbers are consecutive across segments.
 //! One thread writes: it takes every record waiting, writes them, and makes them durable
-//! with one `fdatasync` (group commit) before any of their appenders is answered. On open,
-//! every segment is read back and checked; a torn record at the very end of the last
-//! segment (a crash mid-write) is cut off, any other damage is an error that names the
-//! segment and offset. The shipper reads records back in order and releases whole segments
-//! once ClickHouse has them.
+//! with one `fdatasync` (group commit) before any of their appenders is answered. The
+//! shipper reads records back in order and releases whole segments once ClickHouse has
+//! them.
+//!
+//! A released segment is kept as a spare (`<n>.free`, up to
+//! [`SpoolOptions::spare_segments`]) and becomes a later segment: renamed, then written
+//! over from its start. So under steady load the spool writes into blocks the file system
+//! already holds, and frees none: a sync then has no block allocation to make durable,
+//! and no discard of freed blocks runs beside it. A segment therefore holds its records
+//! followed by what is left of its earlier life. Those stale records carry sequence
+//! numbers below the segment's first, so a segment's records are exactly those that
+//! read whole, in order, from its start: it ends at the first sequence number of the
+//! segment after it, or, for the last segment, at the first record that does not read
+//! whole with the next sequence number.
+//!
+//! On open, every segment is read back and checked. A segment that ends before the next
+//! one starts is damaged: an error that names the segment and offset. In the last
+//! segment, whatever follows its records is cut off (a torn record from a crash
+//! mid-write, or stale records); but if a record with a later sequence number reads whole
+//! after that point, records in between are lost, and that too is an error.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,6 +43,7 @@ use tokio::sync::{oneshot, watch};
 
 const HEADER: usize = 28;
 const SEGMENT_SUFFIX: &str = ".seg";
+const SPARE_SUFFIX: &str = ".free";
 
 /// How the spool is laid out and synced.
 #[derive(Debug, Clone)]
@@ -44,6 +60,9 @@ pub struct SpoolOptions {
     pub sync_interval: Duration,
     /// Most records made durable by one sync.
     pub sync_every: usize,
+    /// Released segments kept to be written over as later segments, rather than removed
+    /// (at most this many; the disk holds them beside the unshipped ones).
+    pub spare_segments: usize,
 }
 
 impl Default for SpoolOptions {
@@ -53,6 +72,7 @@ impl Default for SpoolOptions {
             max_bytes: 1 << 30,
             sync_interval: Duration::from_millis(1),
             sync_every: 16_384,
+            spare_segments: 2,
         }
     }
 }
@@ -92,6 +112,9 @@ pub struct SpoolRecord {
 struct Segment {
     first_seq: u64,
     path: PathBuf,
+    /// Bytes of its records; set once the writer has moved on to the next segment (or on
+    /// open), zero for the one being written.
+    bytes: u64,
 }
 
 /// State shared by the appenders, the writer thread and the reader.
@@ -102,8 +125,47 @@ struct Shared {
     /// Bytes in segments that still hold unshipped records.
     used: AtomicU64,
     segments: Mutex<VecDeque<Segment>>,
-    /// Every record below this is durable.
-    durable: watch::Sender<u64>,
+    /// Released segments waiting to be written over, and the number the next one is
+    /// named by.
+    spares: Mutex<Spares>,
+    /// What is durable.
+    durable: watch::Sender<Durable>,
+}
+
+/// Every record below `seq` is durable; the segment being written starts at record
+/// `segment` and holds `len` durable bytes. A reader of that segment reads no further:
+/// past them the file holds what it held before it was a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Durable {
+    seq: u64,
+    segment: u64,
+    len: u64,
+}
+
+#[derive(Debug, Default)]
+struct Spares {
+    files: Vec<PathBuf>,
+    next_name: u64,
+}
+
+impl Spares {
+    /// Renames a released segment to a spare's name, or removes it when `keep` spares
+    /// are already kept. The rename needs no sync: after a crash the segment's old name
+    /// is found below the shipped mark and released again.
+    fn keep_or_remove(&mut self, dir: &Path, path: &Path, keep: usize) -> Result<(), SpoolError> {
+        let io = |source| SpoolError::Io {
+            dir: dir.to_owned(),
+            source,
+        };
+        if self.files.len() >= keep {
+            return remove_in_steps(path).map(drop).map_err(io);
+        }
+        let spare = dir.join(format!("{:020}{SPARE_SUFFIX}", self.next_name));
+        std::fs::rename(path, &spare).map_err(io)?;
+        self.next_name += 1;
+        self.files.push(spare);
+        Ok(())
+    }
 }
 
 /// Records one appender hands over together, and where to send their first sequence
@@ -142,51 +204,69 @@ impl Spool {
         let mut next_seq = shipped;
         let mut tail: Option<(File, u64)> = None;
         let count = segments.len();
-        for (i, segment) in segments.iter().enumerate() {
-            let last = i + 1 == count;
-            let (end_seq, valid_len) = check_segment(segment, last)?;
+        for i in 0..count {
+            let until = segments.get(i + 1).map(|s| s.first_seq);
+            let (end_seq, valid_len) = check_segment(&segments[i], until)?;
+            segments[i].bytes = valid_len;
             next_seq = next_seq.max(end_seq);
-            if last {
-                let file = OpenOptions::new()
-                    .append(true)
-                    .open(&segment.path)
-                    .map_err(io)?;
+            if until.is_none() {
+                let path = &segments[i].path;
+                let mut file = OpenOptions::new().write(true).open(path).map_err(io)?;
                 let actual = file.metadata().map_err(io)?.len();
                 if actual > valid_len {
-                    tracing::warn!(
-                        segment = %segment.path.display(),
+                    // Torn or stale bytes: cut off, so that no record of this process's
+                    // later writes is ever followed by one a crash left half written.
+                    tracing::info!(
+                        segment = %path.display(),
                         cut = actual - valid_len,
-                        "cutting a torn record off the spool's end"
+                        "cutting what follows the last record off the spool's end"
                     );
                     file.set_len(valid_len).map_err(io)?;
                     file.sync_all().map_err(io)?;
                 }
+                file.seek(SeekFrom::Start(valid_len)).map_err(io)?;
                 tail = Some((file, valid_len));
             }
+        }
+        let mut spares = Spares::default();
+        for (number, path) in list_spares(dir).map_err(io)? {
+            spares.next_name = spares.next_name.max(number + 1);
+            spares.files.push(path);
         }
         // Segments whose records are all shipped are not needed any more; the last one is
         // kept as the one to append to.
         while segments.len() > 1 && segments[1].first_seq <= shipped {
             if let Some(gone) = segments.pop_front() {
-                remove_in_steps(&gone.path).map_err(io)?;
+                spares.keep_or_remove(dir, &gone.path, options.spare_segments)?;
             }
         }
-        let used = segments
-            .iter()
-            .map(|s| std::fs::metadata(&s.path).map_or(0, |m| m.len()))
-            .sum();
-        let (durable, _) = watch::channel(next_seq);
+        while spares.files.len() > options.spare_segments {
+            if let Some(extra) = spares.files.pop() {
+                remove_in_steps(&extra).map_err(io)?;
+            }
+        }
+        let used = segments.iter().map(|s| s.bytes).sum();
+        let (tail_first, tail_len) = match (&tail, segments.back()) {
+            (Some((_, len)), Some(last)) => (last.first_seq, *len),
+            _ => (next_seq, 0),
+        };
+        let (durable, _) = watch::channel(Durable {
+            seq: next_seq,
+            segment: tail_first,
+            len: tail_len,
+        });
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
             options: options.clone(),
             used: AtomicU64::new(used),
             segments: Mutex::new(segments),
+            spares: Mutex::new(spares),
             durable,
         });
         let (tx, rx) = tokio::sync::mpsc::channel(options.sync_every.max(1) * 4);
         let writer = Writer {
             shared: shared.clone(),
-            tail,
+            tail: tail.map(|(file, len)| (file, len, tail_first)),
             next_seq,
         };
         std::thread::Builder::new()
@@ -242,13 +322,13 @@ impl Spool {
 
     /// The first sequence number not yet durable (every record below it is).
     pub fn durable(&self) -> u64 {
-        *self.shared.durable.borrow()
+        self.shared.durable.borrow().seq
     }
 
     /// Waits until records at or past `seq` are durable.
     pub async fn wait_beyond(&self, seq: u64) {
         let mut rx = self.shared.durable.subscribe();
-        let _ = rx.wait_for(|&durable| durable > seq).await;
+        let _ = rx.wait_for(|durable| durable.seq > seq).await;
     }
 
     /// A reader of the durable records from `seq` on.
@@ -260,12 +340,13 @@ impl Spool {
         }
     }
 
-    /// Forgets the segments whose records are all below `shipped`, and removes their
-    /// files (see [`remove_in_steps`]). Blocks for as long as that takes: call it off the
-    /// async workers.
+    /// Forgets the segments whose records are all below `shipped`: keeps their files as
+    /// spares to write over, or removes those beyond [`SpoolOptions::spare_segments`]
+    /// (see [`remove_in_steps`]). Blocks for as long as that takes: call it off the async
+    /// workers.
     pub fn release(&self, shipped: u64) -> Result<(), SpoolError> {
-        // Taken off the list under the lock, removed after it: the writer thread takes
-        // the same lock to start a segment, and must not wait for the disk.
+        // Taken off the list under the lock, kept or removed after it: the writer thread
+        // takes the same lock to start a segment, and must not wait for the disk.
         let gone: Vec<Segment> = {
             let mut segments = self
                 .shared
@@ -279,13 +360,28 @@ impl Spool {
             gone
         };
         for segment in gone {
-            let len = remove_in_steps(&segment.path).map_err(|source| SpoolError::Io {
-                dir: self.shared.dir.clone(),
-                source,
-            })?;
-            self.shared.used.fetch_sub(len, Ordering::Relaxed);
+            self.shared
+                .spares
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keep_or_remove(
+                    &self.shared.dir,
+                    &segment.path,
+                    self.shared.options.spare_segments,
+                )?;
+            self.shared.used.fetch_sub(segment.bytes, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// Released segments kept to be written over.
+    pub fn spare_segments(&self) -> usize {
+        self.shared
+            .spares
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .files
+            .len()
     }
 
     /// Bytes of segments still holding unshipped records.
@@ -297,8 +393,8 @@ impl Spool {
 /// The writer thread's state.
 struct Writer {
     shared: Arc<Shared>,
-    /// The segment being appended to and its length.
-    tail: Option<(File, u64)>,
+    /// The segment being written: its file, length and first sequence number.
+    tail: Option<(File, u64, u64)>,
     next_seq: u64,
 }
 
@@ -342,7 +438,15 @@ impl Writer {
             let result = self.write_group(&group, &mut buffer);
             match result {
                 Ok(()) => {
-                    self.shared.durable.send_replace(self.next_seq);
+                    let (segment, len) = self
+                        .tail
+                        .as_ref()
+                        .map_or((self.next_seq, 0), |(_, len, first)| (*first, *len));
+                    self.shared.durable.send_replace(Durable {
+                        seq: self.next_seq,
+                        segment,
+                        len,
+                    });
                     let mut seq = first_seq;
                     for pending in group.drain(..) {
                         let n = pending.records.len() as u64;
@@ -375,10 +479,10 @@ impl Writer {
         let roll_at = self.shared.options.segment_bytes;
         let mut start = 0;
         while start < records.len() {
-            if self.tail.as_ref().is_none_or(|(_, len)| *len >= roll_at) {
+            if self.tail.as_ref().is_none_or(|(_, len, _)| *len >= roll_at) {
                 self.roll()?;
             }
-            let Some((file, len)) = self.tail.as_mut() else {
+            let Some((file, len, _)) = self.tail.as_mut() else {
                 return Err(std::io::Error::other("no segment open"));
             };
             buffer.clear();
@@ -392,6 +496,7 @@ impl Writer {
             if let Err(e) = file.write_all(buffer) {
                 // Leave no partial record behind for the next write to follow.
                 let _ = file.set_len(*len);
+                let _ = file.seek(SeekFrom::Start(*len));
                 return Err(e);
             }
             file.sync_data()?;
@@ -405,24 +510,42 @@ impl Writer {
         Ok(())
     }
 
-    /// Starts a new segment at the next sequence number.
+    /// Starts a new segment at the next sequence number: a spare written over from its
+    /// start if there is one, else a new file.
     fn roll(&mut self) -> std::io::Result<()> {
         let path = segment_path(&self.shared.dir, self.next_seq);
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let spare = self
+            .shared
+            .spares
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .files
+            .pop();
+        if let Some(spare) = spare {
+            std::fs::rename(&spare, &path)?;
+        }
+        // A spare's blocks are written over, not freed: no truncation.
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
         File::open(&self.shared.dir)?.sync_all()?;
-        let len = file.metadata()?.len();
-        self.tail = Some((file, len));
+        let written = self.tail.take().map_or(0, |(_, len, _)| len);
         let mut segments = self
             .shared
             .segments
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if segments.back().is_none_or(|s| s.path != path) {
-            segments.push_back(Segment {
-                first_seq: self.next_seq,
-                path,
-            });
+        if let Some(last) = segments.back_mut() {
+            last.bytes = written;
         }
+        segments.push_back(Segment {
+            first_seq: self.next_seq,
+            path,
+            bytes: 0,
+        });
+        self.tail = Some((file, 0, self.next_seq));
         Ok(())
     }
 }
@@ -466,8 +589,34 @@ pub(crate) fn encode(buffer: &mut Vec<u8>, seq: u64, appended_ms: u64, rows: u32
 pub struct SpoolReader {
     shared: Arc<Shared>,
     next: u64,
-    /// The segment being read, its first sequence number and the reader's position.
-    open: Option<(u64, BufReader<File>)>,
+    open: Option<OpenSegment>,
+}
+
+/// The segment a reader is in.
+#[derive(Debug)]
+struct OpenSegment {
+    first_seq: u64,
+    /// The first sequence number of the segment after it, once there is one.
+    until: Option<u64>,
+    reader: BufReader<Bounded>,
+}
+
+/// A segment's file read no further than `limit`.
+#[derive(Debug)]
+struct Bounded {
+    file: File,
+    position: u64,
+    limit: u64,
+}
+
+impl Read for Bounded {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = usize::try_from(self.limit.saturating_sub(self.position)).unwrap_or(usize::MAX);
+        let wanted = buf.len().min(left);
+        let n = self.file.read(&mut buf[..wanted])?;
+        self.position += n as u64;
+        Ok(n)
+    }
 }
 
 impl SpoolReader {
@@ -478,58 +627,72 @@ impl SpoolReader {
 
     /// The next durable record, or `None` when the reader has caught up.
     pub fn next_record(&mut self) -> Result<Option<SpoolRecord>, SpoolError> {
-        if self.next >= *self.shared.durable.borrow() {
+        let durable = *self.shared.durable.borrow();
+        if self.next >= durable.seq {
             return Ok(None);
         }
+        let mut refreshed = false;
         loop {
-            if self.open.is_none() {
-                self.open_segment_for(self.next)?;
-            }
-            let Some((first_seq, reader)) = self.open.as_mut() else {
-                return Ok(None);
+            let mut segment = match self.open.take() {
+                Some(segment) => segment,
+                None => self.open_segment_for(self.next)?,
             };
-            let path = segment_path(&self.shared.dir, *first_seq);
-            match read_record(reader, &path)? {
-                Some(record) if record.seq < self.next => continue,
-                Some(record) if record.seq == self.next => {
+            if segment.until.is_none() && segment.first_seq != durable.segment {
+                // The writer has moved on: the segment after this one is listed.
+                segment.until = following(&self.shared, segment.first_seq);
+            }
+            if segment.until.is_some_and(|until| self.next >= until) {
+                continue;
+            }
+            // In the segment being written, only durable bytes are read: whatever the
+            // buffer holds was final when it was read.
+            segment.reader.get_mut().limit = if segment.first_seq == durable.segment {
+                durable.len
+            } else {
+                u64::MAX
+            };
+            let segment = self.open.insert(segment);
+            let path = segment_path(&self.shared.dir, segment.first_seq);
+            let found = match read_record(&mut segment.reader, &path) {
+                Ok(Some(record)) if record.seq == self.next => {
                     self.next += 1;
                     return Ok(Some(record));
                 }
-                Some(record) => {
-                    return Err(SpoolError::Damaged {
-                        segment: path,
-                        offset: 0,
-                        reason: format!("expected record {}, found {}", self.next, record.seq),
-                    });
+                // Records before the one asked for, in the same segment.
+                Ok(Some(record)) if (segment.first_seq..self.next).contains(&record.seq) => {
+                    continue;
                 }
-                // The end of this segment: the record is in the next one.
-                None => {
-                    let has_next = self
-                        .shared
-                        .segments
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .iter()
-                        .any(|s| s.first_seq > *first_seq);
-                    if !has_next {
-                        return Ok(None);
-                    }
+                Ok(Some(record)) => format!("record {}", record.seq),
+                Ok(None) => "the segment's end".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            if !refreshed && segment.until.is_none() {
+                // Rolled over since the durable mark was read: look again.
+                segment.until = following(&self.shared, segment.first_seq);
+                refreshed = true;
+                if segment.until.is_some_and(|until| self.next >= until) {
                     self.open = None;
-                    let next = self.next;
-                    self.open_segment_for(next)?;
+                    continue;
                 }
             }
+            return Err(SpoolError::Damaged {
+                segment: path,
+                offset: segment.reader.get_ref().position - segment.reader.buffer().len() as u64,
+                reason: format!("expected record {}, found {found}", self.next),
+            });
         }
     }
 
-    fn open_segment_for(&mut self, seq: u64) -> Result<(), SpoolError> {
-        let segment = {
+    fn open_segment_for(&mut self, seq: u64) -> Result<OpenSegment, SpoolError> {
+        let (segment, until) = {
             let segments = self
                 .shared
                 .segments
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            segments.iter().rev().find(|s| s.first_seq <= seq).cloned()
+            let at = segments.iter().rposition(|s| s.first_seq <= seq);
+            let until = at.and_then(|i| segments.get(i + 1)).map(|s| s.first_seq);
+            (at.and_then(|i| segments.get(i)).cloned(), until)
         };
         let Some(segment) = segment else {
             return Err(SpoolError::Damaged {
@@ -542,9 +705,28 @@ impl SpoolReader {
             dir: self.shared.dir.clone(),
             source,
         })?;
-        self.open = Some((segment.first_seq, BufReader::with_capacity(1 << 20, file)));
-        Ok(())
+        let bounded = Bounded {
+            file,
+            position: 0,
+            limit: u64::MAX,
+        };
+        Ok(OpenSegment {
+            first_seq: segment.first_seq,
+            until,
+            reader: BufReader::with_capacity(1 << 20, bounded),
+        })
     }
+}
+
+/// The first sequence number of the segment after the one starting at `first_seq`.
+fn following(shared: &Shared, first_seq: u64) -> Option<u64> {
+    shared
+        .segments
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|s| s.first_seq)
+        .find(|&s| s > first_seq)
 }
 
 /// Reads one record; `None` at a clean end. A short or damaged record is an error.
@@ -562,8 +744,9 @@ fn read_record(reader: &mut impl Read, path: &Path) -> Result<Option<SpoolRecord
         Err(e) => return Err(damaged(e.to_string())),
     }
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let mut payload = vec![0u8; len];
-    match read_full(reader, &mut payload) {
+    // Grown as the bytes come: a damaged length must not allocate gigabytes.
+    let mut payload = Vec::with_capacity(len.min(1 << 16));
+    match reader.take(len as u64).read_to_end(&mut payload) {
         Ok(n) if n == len => {}
         Ok(_) => return Err(damaged("a record is cut short".into())),
         Err(e) => return Err(damaged(e.to_string())),
@@ -604,71 +787,129 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 /// Checks a segment on open: returns the sequence number after its last record and the
-/// length of its valid part. Only the last segment may end in a torn record.
-fn check_segment(segment: &Segment, last: bool) -> Result<(u64, u64), SpoolError> {
-    let io = |source| SpoolError::Io {
+/// length of its records. A segment followed by another must hold every record up to
+/// that one's first (`until`); the last one ends at the first record that does not read
+/// whole with the next sequence number, unless a later record reads whole after it.
+fn check_segment(segment: &Segment, until: Option<u64>) -> Result<(u64, u64), SpoolError> {
+    let bytes = std::fs::read(&segment.path).map_err(|source| SpoolError::Io {
         dir: segment.path.clone(),
         source,
+    })?;
+    let damaged = |offset: u64, reason: String| SpoolError::Damaged {
+        segment: segment.path.clone(),
+        offset,
+        reason,
     };
-    let file = File::open(&segment.path).map_err(io)?;
-    let total = file.metadata().map_err(io)?.len();
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut offset = 0u64;
+    let mut offset = 0usize;
     let mut expected = segment.first_seq;
     loop {
-        let mut header = [0u8; HEADER];
-        let n = read_full(&mut reader, &mut header).map_err(io)?;
-        if n == 0 {
-            return Ok((expected, offset));
+        if until == Some(expected) {
+            return Ok((expected, offset as u64));
         }
-        let torn = |reason: &str| -> Result<(u64, u64), SpoolError> {
-            if last {
-                Ok((expected, offset))
-            } else {
-                Err(SpoolError::Damaged {
-                    segment: segment.path.clone(),
-                    offset,
-                    reason: reason.to_owned(),
-                })
+        let broken = match parse_record(&bytes[offset..]) {
+            Parsed::Whole { seq, len } if seq == expected => {
+                expected += 1;
+                offset += len;
+                continue;
             }
+            Parsed::Whole { seq, .. } if seq >= expected => {
+                format!("expected record {expected}, found {seq}")
+            }
+            Parsed::Whole { .. } | Parsed::End => format!("record {expected} is missing"),
+            Parsed::Short => "a record is cut short".to_owned(),
+            Parsed::BadChecksum { seq } => format!("record {seq} fails its checksum"),
         };
-        if n < HEADER {
-            return torn("a record header is cut short");
+        if let Some(until) = until {
+            return Err(damaged(
+                offset as u64,
+                format!("{broken}; the next segment starts at record {until}"),
+            ));
         }
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as u64;
-        if offset + HEADER as u64 + len > total {
-            return torn("a record is cut short");
+        // The end of the spool, unless a record that could only have been written after
+        // this point reads whole further on.
+        if let Some((at, seq)) = later_record(&bytes, offset + 1, expected) {
+            return Err(damaged(
+                offset as u64,
+                format!("{broken}, yet record {seq} reads whole at byte {at}"),
+            ));
         }
-        let mut payload = vec![0u8; len as usize];
-        read_full(&mut reader, &mut payload).map_err(io)?;
-        let (record, crc_ok) = decode_header(&header, payload);
-        if !crc_ok {
-            // A bad checksum on the very last record is a torn write; anywhere else the
-            // data is damaged and must not be skipped silently.
-            let at_end = offset + HEADER as u64 + len == total;
-            if at_end {
-                return torn("the last record fails its checksum");
-            }
-            return Err(SpoolError::Damaged {
-                segment: segment.path.clone(),
-                offset,
-                reason: format!("record {} fails its checksum", record.seq),
-            });
-        }
-        if record.seq != expected {
-            return Err(SpoolError::Damaged {
-                segment: segment.path.clone(),
-                offset,
-                reason: format!("expected record {expected}, found {}", record.seq),
-            });
-        }
-        expected += 1;
-        offset += HEADER as u64 + len;
+        return Ok((expected, offset as u64));
     }
+}
+
+/// What the bytes at the start of a slice hold.
+enum Parsed {
+    /// A record that reads whole; `len` counts its header.
+    Whole {
+        seq: u64,
+        len: usize,
+    },
+    /// Nothing: the file ends here.
+    End,
+    /// A header or payload that runs past the file's end.
+    Short,
+    BadChecksum {
+        seq: u64,
+    },
+}
+
+fn parse_record(bytes: &[u8]) -> Parsed {
+    if bytes.is_empty() {
+        return Parsed::End;
+    }
+    let Some(header) = bytes.get(..HEADER) else {
+        return Parsed::Short;
+    };
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let Some(rest) = bytes.get(8..HEADER + len) else {
+        return Parsed::Short;
+    };
+    let stored = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let seq = u64::from_le_bytes([
+        header[8], header[9], header[10], header[11], header[12], header[13], header[14],
+        header[15],
+    ]);
+    if crc32fast::hash(rest) != stored {
+        return Parsed::BadChecksum { seq };
+    }
+    Parsed::Whole {
+        seq,
+        len: HEADER + len,
+    }
+}
+
+/// The first record at or after byte `from` that reads whole with a sequence number at
+/// or past `expected` (and not absurdly far past it), with its offset.
+fn later_record(bytes: &[u8], from: usize, expected: u64) -> Option<(u64, u64)> {
+    let last = bytes.len().checked_sub(HEADER)?;
+    (from..=last).find_map(|at| {
+        let seq = u64::from_le_bytes(bytes[at + 8..at + 16].try_into().ok()?);
+        if seq.wrapping_sub(expected) >= 1 << 32 {
+            return None;
+        }
+        match parse_record(&bytes[at..]) {
+            Parsed::Whole { seq, .. } => Some((at as u64, seq)),
+            _ => None,
+        }
+    })
 }
 
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}{SEGMENT_SUFFIX}"))
+}
+
+/// The spares in a spool directory, by the number in their names.
+fn list_spares(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut spares: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let number = name.strip_suffix(SPARE_SUFFIX)?.parse().ok()?;
+            Some((number, entry.path()))
+        })
+        .collect();
+    spares.sort();
+    Ok(spares)
 }
 
 fn list_segments(dir: &Path) -> std::io::Result<VecDeque<Segment>> {
@@ -680,6 +921,7 @@ fn list_segments(dir: &Path) -> std::io::Result<VecDeque<Segment>> {
             Some(Segment {
                 first_seq,
                 path: entry.path(),
+                bytes: 0,
             })
         })
         .collect();
@@ -698,6 +940,7 @@ fn now_ms() -> u64 {
 pub struct SpoolStatus {
     pub dir: PathBuf,
     pub segments: usize,
+    /// Bytes of the segments' records (spares and stale bytes not counted).
     pub bytes: u64,
     /// Everything below this sequence number is in ClickHouse.
     pub shipped_seq: u64,
@@ -732,20 +975,35 @@ impl SpoolStatus {
             oldest_unshipped_ms: None,
             lag_ms: None,
         };
-        for segment in &segments {
-            let file = File::open(&segment.path).map_err(io)?;
-            status.bytes += file.metadata().map_err(io)?.len();
+        for (i, segment) in segments.iter().enumerate() {
+            let until = segments.get(i + 1).map_or(u64::MAX, |s| s.first_seq);
+            let file = match File::open(&segment.path) {
+                Ok(file) => file,
+                // Released (kept as a spare or removed) since the listing.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io(e)),
+            };
             let mut reader = BufReader::with_capacity(1 << 20, file);
-            // A record being written right now may be incomplete: stop at the first
-            // record that does not read whole.
-            while let Ok(Some(record)) = read_record(&mut reader, &segment.path) {
-                status.next_seq = status.next_seq.max(record.seq + 1);
+            // A segment's records are those that read whole in order from its start: a
+            // record being written right now may be incomplete, and what follows the
+            // last is stale.
+            let mut expected = segment.first_seq;
+            while expected < until {
+                let Ok(Some(record)) = read_record(&mut reader, &segment.path) else {
+                    break;
+                };
+                if record.seq != expected {
+                    break;
+                }
+                expected += 1;
+                status.bytes += (HEADER + record.payload.len()) as u64;
                 if record.seq >= shipped {
                     status.lag_records += 1;
                     status.lag_rows += u64::from(record.rows);
                     status.oldest_unshipped_ms.get_or_insert(record.appended_ms);
                 }
             }
+            status.next_seq = status.next_seq.max(expected);
         }
         status.lag_ms = status
             .oldest_unshipped_ms
@@ -937,5 +1195,191 @@ mod tests {
         );
         assert_eq!(spool.durable(), 5 + 128);
         assert_eq!(drain(&spool, 0).len(), 5 + 128);
+    }
+
+    /// 128 bytes on disk with its header, 32 to a test segment.
+    fn payload(i: u64) -> Vec<u8> {
+        let mut bytes = format!("record {i:05} ").into_bytes();
+        bytes.resize(100, b'.');
+        bytes
+    }
+
+    async fn append_range(spool: &Spool, range: std::ops::Range<u64>) {
+        for i in range {
+            assert_eq!(spool.append(payload(i), 1).await.expect("appends"), i);
+        }
+    }
+
+    fn assert_records(records: &[SpoolRecord], range: std::ops::Range<u64>) {
+        let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, range.collect::<Vec<_>>());
+        for record in records {
+            assert_eq!(record.payload, payload(record.seq), "record {}", record.seq);
+        }
+    }
+
+    fn files(dir: &Path, suffix: &str) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("lists")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| name.ends_with(suffix))
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn inode(path: &Path) -> u64 {
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).expect("metadata"))
+    }
+
+    /// Segments 0, 32, 64 and 96 written, 0 and 32 released as spares, and segment 128
+    /// started in a spare with 5 records: the rest of that file is stale records.
+    async fn spool_writing_over_a_spare(dir: &Path) -> Spool {
+        let spool = Spool::open(dir, options(), 0).expect("opens");
+        append_range(&spool, 0..100).await;
+        let released = [segment_path(dir, 0), segment_path(dir, 32)].map(|p| inode(&p));
+        spool.release(64).expect("released");
+        assert_eq!(files(dir, SPARE_SUFFIX).len(), 2);
+        assert_eq!(spool.spare_segments(), 2);
+        append_range(&spool, 100..133).await;
+        let tail = segment_path(dir, 128);
+        assert!(
+            released.contains(&inode(&tail)),
+            "segment 128 is a released segment written over"
+        );
+        assert_eq!(spool.spare_segments(), 1);
+        let len = std::fs::metadata(&tail).expect("metadata").len();
+        assert!(len > 5 * 128, "stale records follow the new ones: {len}");
+        spool
+    }
+
+    #[tokio::test]
+    async fn released_segments_are_written_over_and_their_stale_records_never_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = spool_writing_over_a_spare(dir.path()).await;
+        let mut reader = spool.reader(64);
+        let mut read = Vec::new();
+        while let Some(record) = reader.next_record().expect("reads") {
+            read.push(record);
+        }
+        assert_records(&read, 64..133);
+        // The reader's buffer now holds the stale records after record 132; the records
+        // written over them are read from the file.
+        append_range(&spool, 133..140).await;
+        let mut more = Vec::new();
+        while let Some(record) = reader.next_record().expect("reads on") {
+            more.push(record);
+        }
+        assert_records(&more, 133..140);
+        let status = SpoolStatus::read(dir.path(), 64).expect("status");
+        assert_eq!((status.next_seq, status.lag_records), (140, 76));
+        assert_eq!(status.bytes, 76 * 128);
+        assert_eq!(spool.used_bytes(), 76 * 128);
+        drop(spool);
+
+        // Reopened: the stale bytes are cut off the last segment and nothing else changes.
+        let spool = Spool::open(dir.path(), options(), 64).expect("reopens");
+        assert_eq!(
+            std::fs::metadata(segment_path(dir.path(), 128))
+                .expect("metadata")
+                .len(),
+            12 * 128
+        );
+        assert_eq!(spool.used_bytes(), 76 * 128);
+        assert_records(&drain(&spool, 64), 64..140);
+        append_range(&spool, 140..141).await;
+        assert_records(&drain(&spool, 64), 64..141);
+    }
+
+    #[tokio::test]
+    async fn a_torn_record_before_stale_ones_ends_the_spool_and_a_whole_one_after_is_damage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(spool_writing_over_a_spare(dir.path()).await);
+        let tail = segment_path(dir.path(), 128);
+        let whole = std::fs::read(&tail).expect("read");
+
+        // Record 132 (the fifth) torn by a crash, stale records after it: it is the end.
+        let mut torn = whole.clone();
+        torn[4 * 128 + HEADER + 50] ^= 1;
+        std::fs::write(&tail, &torn).expect("tear");
+        let spool = Spool::open(dir.path(), options(), 64).expect("opens");
+        assert_records(&drain(&spool, 64), 64..132);
+        append_range(&spool, 132..134).await;
+        assert_records(&drain(&spool, 64), 64..134);
+        drop(spool);
+
+        // Record 130 damaged with records 131 to 133 whole after it: those would be lost.
+        let mut damaged = std::fs::read(&tail).expect("read");
+        damaged[2 * 128 + HEADER + 50] ^= 1;
+        std::fs::write(&tail, &damaged).expect("damage");
+        let err = Spool::open(dir.path(), options(), 64).expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("record 130 fails its checksum, yet record 131 reads whole"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_spare_renamed_before_a_crash_is_an_empty_last_segment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path(), options(), 0).expect("opens");
+        append_range(&spool, 0..70).await;
+        spool.release(64).expect("released");
+        drop(spool);
+        // The writer renamed a spare to start segment 70 and wrote nothing before the crash:
+        // the file holds only records 0 to 31 or 32 to 63.
+        let spare = dir.path().join(&files(dir.path(), SPARE_SUFFIX)[0]);
+        std::fs::rename(&spare, segment_path(dir.path(), 70)).expect("renamed");
+        let spool = Spool::open(dir.path(), options(), 64).expect("opens");
+        assert_eq!(spool.durable(), 70);
+        assert_records(&drain(&spool, 64), 64..70);
+        append_range(&spool, 70..75).await;
+        assert_records(&drain(&spool, 64), 64..75);
+        drop(spool);
+
+        // A segment that ends before the next one starts is damage.
+        let first = segment_path(dir.path(), 64);
+        let bytes = std::fs::read(&first).expect("read");
+        std::fs::write(&first, &bytes[..3 * 128]).expect("cut");
+        let err = Spool::open(dir.path(), options(), 64).expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("record 67 is missing; the next segment starts at record 70"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn shipped_segments_found_on_open_become_spares_up_to_the_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path(), options(), 0).expect("opens");
+        append_range(&spool, 0..130).await;
+        drop(spool);
+        let one = SpoolOptions {
+            spare_segments: 1,
+            ..options()
+        };
+        let spool = Spool::open(dir.path(), one, 96).expect("opens");
+        assert_eq!(files(dir.path(), SPARE_SUFFIX).len(), 1);
+        assert_eq!(
+            files(dir.path(), SEGMENT_SUFFIX),
+            [96, 128].map(|s| format!("{s:020}{SEGMENT_SUFFIX}"))
+        );
+        assert_eq!(spool.used_bytes(), 34 * 128);
+        assert_records(&drain(&spool, 96), 96..130);
+        drop(spool);
+
+        // None kept: spares left from before are removed on open.
+        let none = SpoolOptions {
+            spare_segments: 0,
+            ..options()
+        };
+        let spool = Spool::open(dir.path(), none, 96).expect("opens");
+        assert!(files(dir.path(), SPARE_SUFFIX).is_empty());
+        append_range(&spool, 130..170).await;
+        spool.release(160).expect("released");
+        assert!(files(dir.path(), SPARE_SUFFIX).is_empty());
+        assert_records(&drain(&spool, 160), 160..170);
     }
 }
