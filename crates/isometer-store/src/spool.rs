@@ -435,79 +435,81 @@ impl Writer {
             }
             let first_seq = self.next_seq;
             last_sync = (group.len() > 1).then(std::time::Instant::now);
-            let result = self.write_group(&group, &mut buffer);
-            match result {
-                Ok(()) => {
-                    let (segment, len) = self
-                        .tail
-                        .as_ref()
-                        .map_or((self.next_seq, 0), |(_, len, first)| (*first, *len));
-                    self.shared.durable.send_replace(Durable {
-                        seq: self.next_seq,
-                        segment,
-                        len,
-                    });
-                    let mut seq = first_seq;
-                    for pending in group.drain(..) {
-                        let n = pending.records.len() as u64;
-                        let _ = pending.done.send(Ok(seq));
-                        seq += n;
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "spool write failed");
-                    // Nothing of the group counts: undo the sequence numbers.
-                    self.next_seq = first_seq;
-                    let reason = e.to_string();
-                    for pending in group.drain(..) {
-                        let _ = pending.done.send(Err(reason.clone()));
-                    }
+            let (written, result) = self.write_group(&group, &mut buffer);
+            if written > 0 {
+                let (segment, len) = self
+                    .tail
+                    .as_ref()
+                    .map_or((self.next_seq, 0), |(_, len, first)| (*first, *len));
+                self.shared.durable.send_replace(Durable {
+                    seq: self.next_seq,
+                    segment,
+                    len,
+                });
+            }
+            let failed = result.err().map(|e| {
+                tracing::error!(error = %e, "spool write failed");
+                e.to_string()
+            });
+            let mut seq = first_seq;
+            for (i, pending) in group.drain(..).enumerate() {
+                if i < written {
+                    let _ = pending.done.send(Ok(seq));
+                    seq += pending.records.len() as u64;
+                } else {
+                    let reason = failed.clone().unwrap_or_default();
+                    let _ = pending.done.send(Err(reason));
                 }
             }
         }
     }
 
-    fn write_group(&mut self, group: &[Pending], buffer: &mut Vec<u8>) -> std::io::Result<()> {
-        let records: Vec<(u64, &[u8], u32)> = group
-            .iter()
-            .flat_map(|p| {
-                p.records
-                    .iter()
-                    .map(|(payload, rows)| (p.appended_ms, payload.as_slice(), *rows))
-            })
-            .collect();
+    /// Writes a group's records and makes them durable, in one write and sync per
+    /// segment they go to. An appender's records all go to one segment, so when a write
+    /// or sync fails, the appenders before it are durable and none after it is. Returns
+    /// how many appenders' records are durable, and the error that stopped the rest.
+    fn write_group(
+        &mut self,
+        group: &[Pending],
+        buffer: &mut Vec<u8>,
+    ) -> (usize, std::io::Result<()>) {
         let roll_at = self.shared.options.segment_bytes;
         let mut start = 0;
-        while start < records.len() {
-            if self.tail.as_ref().is_none_or(|(_, len, _)| *len >= roll_at) {
-                self.roll()?;
+        while start < group.len() {
+            if self.tail.as_ref().is_none_or(|(_, len, _)| *len >= roll_at)
+                && let Err(e) = self.roll()
+            {
+                return (start, Err(e));
             }
             let Some((file, len, _)) = self.tail.as_mut() else {
-                return Err(std::io::Error::other("no segment open"));
+                return (start, Err(std::io::Error::other("no segment open")));
             };
             buffer.clear();
             let mut end = start;
-            while end < records.len() && *len + (buffer.len() as u64) < roll_at {
-                let (appended_ms, payload, rows) = records[end];
-                let seq = self.next_seq + (end - start) as u64;
-                encode(buffer, seq, appended_ms, rows, payload);
+            let mut seq = self.next_seq;
+            // At least one appender's records, however many bytes they are.
+            while end < group.len() && (end == start || *len + (buffer.len() as u64) < roll_at) {
+                let pending = &group[end];
+                for (payload, rows) in &pending.records {
+                    encode(buffer, seq, pending.appended_ms, *rows, payload);
+                    seq += 1;
+                }
                 end += 1;
             }
-            if let Err(e) = file.write_all(buffer) {
-                // Leave no partial record behind for the next write to follow.
+            if let Err(e) = file.write_all(buffer).and_then(|()| file.sync_data()) {
+                // Leave nothing of the failed write behind for the next one to follow.
                 let _ = file.set_len(*len);
                 let _ = file.seek(SeekFrom::Start(*len));
-                return Err(e);
+                return (start, Err(e));
             }
-            file.sync_data()?;
             *len += buffer.len() as u64;
             self.shared
                 .used
                 .fetch_add(buffer.len() as u64, Ordering::Relaxed);
-            self.next_seq += (end - start) as u64;
+            self.next_seq = seq;
             start = end;
         }
-        Ok(())
+        (start, Ok(()))
     }
 
     /// Starts a new segment at the next sequence number: a spare written over from its
@@ -1381,5 +1383,35 @@ mod tests {
         spool.release(160).expect("released");
         assert!(files(dir.path(), SPARE_SUFFIX).is_empty());
         assert_records(&drain(&spool, 160), 160..170);
+    }
+
+    /// An appender's records are durable together or not at all: they never straddle
+    /// two segments, so a write that fails in the next segment leaves every appender
+    /// answered as its records are on disk.
+    #[tokio::test]
+    async fn a_failed_write_after_a_roll_answers_each_appender_as_its_records_are() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path(), options(), 0).expect("opens");
+        append_range(&spool, 0..30).await;
+        // The next segment, once started, cannot be written: the disk is full.
+        std::os::unix::fs::symlink("/dev/full", segment_path(dir.path(), 34)).expect("link");
+        // Four records from 3,840 bytes on: past the 4,096 a segment is started at, but
+        // they stay together in this one.
+        let many = (30..34).map(|i| (payload(i), 1)).collect();
+        assert_eq!(spool.append_many(many).await.expect("appends"), 30);
+        let err = spool
+            .append(payload(34), 1)
+            .await
+            .expect_err("the full disk refuses");
+        assert!(err.to_string().contains("No space left"), "{err}");
+        assert_eq!(spool.durable(), 34);
+        assert_records(&drain(&spool, 0), 0..34);
+        drop(spool);
+
+        std::fs::remove_file(segment_path(dir.path(), 34)).expect("unlinked");
+        let spool = Spool::open(dir.path(), options(), 0).expect("reopens");
+        assert_eq!(spool.durable(), 34);
+        append_range(&spool, 34..36).await;
+        assert_records(&drain(&spool, 0), 0..36);
     }
 }
