@@ -11,8 +11,10 @@
 //!   each, the CPU time per task of this process (the load generator's threads apart)
 //!   and of ClickHouse; and the answers per second of a handler that only reads the
 //!   request and writes a stored answer, the ceiling HTTP alone sets on these cores;
-//! - `http_p50_ms`, `http_p99_ms`: open-loop load at half of saturation, once the spool
-//!   backlog of the phases before has been shipped (the time this took is printed), with
+//! - `http_p50_ms`, `http_p99_ms`: open-loop load at half of saturation for 30 s, once the
+//!   spool backlog of the phases before has been shipped (the time this took is printed),
+//!   with the p99 of each 6 s of it (`http_p99_ms_by_window`: one slow sync of the disk
+//!   decides a window's p99 alone, so the windows show how often one came), with
 //!   the handler's own p50/p99 from its `Server-Timing` header and the share of the cores'
 //!   time the hypervisor gave to others meanwhile (steal: a tail no code here can shorten);
 //!   beside them, the disk's own floor: `fdatasync` of 8 KiB appends alone on the spools'
@@ -43,7 +45,12 @@ use std::time::{Duration, Instant};
 const SATURATION_FOR: Duration = Duration::from_secs(6);
 const SATURATION_CONCURRENCY: usize = 64;
 const FLOOR_FOR: Duration = Duration::from_secs(3);
-const HALF_LOAD_FOR: Duration = Duration::from_secs(6);
+/// Long enough that one rare stall of the disk does not decide the p99 alone; the p99 of
+/// each `WINDOW` of it is printed too.
+const HALF_LOAD_FOR: Duration = Duration::from_secs(30);
+const WINDOW: Duration = Duration::from_secs(6);
+/// The disk's syncs alone.
+const DISK_FOR: Duration = Duration::from_secs(6);
 /// The disk's syncs beside a segment removed every second, each way.
 const RELEASE_FOR: Duration = Duration::from_secs(5);
 const FAIRNESS_FOR: Duration = Duration::from_secs(4);
@@ -124,6 +131,12 @@ fn main() -> anyhow::Result<()> {
         server_rt.block_on(gateway.flush())?;
         started.elapsed()
     };
+    // The disk alone, before the handler's phase: that phase needs no disk, and gives the
+    // discards of the segments these probes remove time to end before half load starts
+    // (right after them, a sync took 30 to 40 ms).
+    let disk = disk_floor(DISK_FOR, Removal::None)?;
+    let disk_at_once = disk_floor(RELEASE_FOR, Removal::AtOnce)?;
+    let disk_in_steps = disk_floor(RELEASE_FOR, Removal::InSteps)?;
     // The same requests answered by a handler that only reads them as the task API does
     // and writes a stored answer: what HTTP, routing and JSON cost alone on these cores,
     // the ceiling of the HTTP figure. After the backlog, so shipping takes none of it.
@@ -138,9 +151,6 @@ fn main() -> anyhow::Result<()> {
         FLOOR_FOR,
         server.pid(),
     )?;
-    let disk = disk_floor(HALF_LOAD_FOR, Removal::None)?;
-    let disk_at_once = disk_floor(RELEASE_FOR, Removal::AtOnce)?;
-    let disk_in_steps = disk_floor(RELEASE_FOR, Removal::InSteps)?;
     let steal_before = (Instant::now(), stolen_seconds());
     let half = client_rt.block_on(open_loop(
         &client,
@@ -152,6 +162,7 @@ fn main() -> anyhow::Result<()> {
     let half_steal = (stolen_seconds() - steal_before.1)
         / (steal_before.0.elapsed().as_secs_f64() * cores as f64);
     let (http_p50_ms, http_p99_ms) = (half.percentile_ms(50), half.percentile_ms(99));
+    let window_p99s_ms = half.window_p99s_ms();
     let (server_p50_ms, server_p99_ms) =
         (half.server_percentile_ms(50), half.server_percentile_ms(99));
 
@@ -251,8 +262,16 @@ fn main() -> anyhow::Result<()> {
         format!("{:.1}", backlog.as_secs_f64()),
     );
     line(
-        "p50 / p99 at half load (ms)",
+        &format!("p50 / p99 at half load, {} s (ms)", HALF_LOAD_FOR.as_secs()),
         format!("{http_p50_ms:.2} / {http_p99_ms:.2}"),
+    );
+    line(
+        &format!("  p99 of each {} s of it (ms)", WINDOW.as_secs()),
+        window_p99s_ms
+            .iter()
+            .map(|p| format!("{p:.1}"))
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     line(
         "  the handler's own time (Server-Timing)",
@@ -346,6 +365,7 @@ fn main() -> anyhow::Result<()> {
         "http_floor_load_cpu_us_per_answer": floor_cpu.load_us,
         "http_p50_ms": http_p50_ms,
         "http_p99_ms": http_p99_ms,
+        "http_p99_ms_by_window": window_p99s_ms,
         "half_load_host_steal": half_steal,
         "http_server_p50_ms": server_p50_ms,
         "http_server_p99_ms": server_p99_ms,
@@ -570,6 +590,8 @@ struct Load {
     /// Not sent: the generator had `MAX_OUTSTANDING` requests waiting already.
     shed: u64,
     latencies: Vec<Duration>,
+    /// The latencies of the requests sent in each `WINDOW`, in order.
+    windows: Vec<Vec<Duration>>,
     /// The handler's own time of the answers that had one (`Server-Timing`).
     server_times: Vec<Duration>,
     elapsed: Duration,
@@ -596,7 +618,17 @@ impl Load {
         percentile_ms(&self.server_times, p)
     }
 
+    /// The p99 of each window's requests (ms).
+    fn window_p99s_ms(&self) -> Vec<f64> {
+        self.windows.iter().map(|w| percentile_ms(w, 99)).collect()
+    }
+
     fn add(&mut self, outcome: Result<Answer, String>) {
+        self.add_in(0, outcome);
+    }
+
+    /// Adds an answer to a request sent in window `window`.
+    fn add_in(&mut self, window: usize, outcome: Result<Answer, String>) {
         match outcome {
             Ok(Answer {
                 status: 200,
@@ -605,6 +637,10 @@ impl Load {
             }) => {
                 self.ok += 1;
                 self.latencies.push(latency);
+                if self.windows.len() <= window {
+                    self.windows.resize_with(window + 1, Vec::new);
+                }
+                self.windows[window].push(latency);
                 self.server_times.extend(server);
             }
             Ok(Answer { status: 429, .. }) => self.refused += 1,
@@ -739,15 +775,16 @@ async fn open_loop(
             continue;
         };
         let (client, request, tx) = (client.clone(), request.clone(), tx.clone());
+        let window = (due.as_nanos() / WINDOW.as_nanos()) as usize;
         tokio::spawn(async move {
             let outcome = send(&client, &request).await;
             drop(permit);
-            let _ = tx.send(outcome);
+            let _ = tx.send((window, outcome));
         });
     }
     drop(tx);
-    while let Some(outcome) = rx.recv().await {
-        load.add(outcome);
+    while let Some((window, outcome)) = rx.recv().await {
+        load.add_in(window, outcome);
     }
     load.elapsed = started.elapsed();
     Ok(load)
@@ -1067,7 +1104,8 @@ fn disk_floor(duration: Duration, removal: Removal) -> anyhow::Result<DiskFloor>
         }
         Ok(())
     });
-    let mut file = std::fs::File::create(dir.path().join("probe"))?;
+    let probe = dir.path().join("probe");
+    let mut file = std::fs::File::create(&probe)?;
     let block = vec![0x5a_u8; 8 << 10];
     let mut syncs = Vec::new();
     let started = Instant::now();
@@ -1081,6 +1119,10 @@ fn disk_floor(duration: Duration, removal: Removal) -> anyhow::Result<DiskFloor>
     remover
         .join()
         .map_err(|_| anyhow::anyhow!("the remover panicked"))??;
+    // The probe's file (hundreds of MiB) goes in steps too: removed at once with the
+    // directory, its discards held the syncs of the phase after for 30 to 40 ms.
+    drop(file);
+    isometer_store::remove_in_steps(&probe)?;
     syncs.sort_unstable();
     let at = |p: usize| syncs[(syncs.len() * p / 100).min(syncs.len() - 1)].as_secs_f64() * 1e3;
     let stalled: Duration = syncs
