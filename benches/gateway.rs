@@ -92,7 +92,7 @@ fn main() -> anyhow::Result<()> {
         let gateway = Arc::new(gateway_on(&store, config.clone(), None)?);
         let state = AppState::new(gateway.clone(), store.clone());
         state.start().await?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = isometer_web::listen("127.0.0.1:0".parse()?)?;
         let base = format!("http://{}", listener.local_addr()?);
         let router = isometer_web::router(state);
         tokio::spawn(isometer_web::serve(
@@ -458,7 +458,7 @@ async fn answering_server(answer: Vec<u8>) -> anyhow::Result<std::net::SocketAdd
         async move { ([(CONTENT_TYPE, "application/json")], answer) }
     };
     let router = axum::Router::new().route("/v1/tasks", axum::routing::post(handler));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = isometer_web::listen("127.0.0.1:0".parse()?)?;
     let addr = listener.local_addr()?;
     tokio::spawn(isometer_web::serve(
         listener,

@@ -127,6 +127,24 @@ async fn server_timing(
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+/// Connections the kernel completes and holds for the server before it accepts them.
+/// The standard library's 128 overflows when a burst of clients connects while the
+/// workers are busy: the kernel then drops their handshakes and each client waits a full
+/// second to retry. The kernel caps it at `net.core.somaxconn` (4096 by default).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`].
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
@@ -135,4 +153,43 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod listen_tests {
+    use std::time::Duration;
+
+    /// Connects `n` clients at once to a listener nobody accepts on; how many got through
+    /// within half a second (a handshake the kernel dropped is retried after a second).
+    async fn connected_at_once(listener: &tokio::net::TcpListener, n: usize) -> usize {
+        let addr = listener.local_addr().expect("address");
+        let mut clients = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            clients.spawn(async move {
+                tokio::time::timeout(
+                    Duration::from_millis(500),
+                    tokio::net::TcpStream::connect(addr),
+                )
+                .await
+            });
+        }
+        let mut streams = Vec::new();
+        while let Some(joined) = clients.join_next().await {
+            if let Ok(Ok(stream)) = joined.expect("joined") {
+                streams.push(stream);
+            }
+        }
+        streams.len()
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_connections_is_held_until_accepted() {
+        let listener = super::listen("127.0.0.1:0".parse().expect("address")).expect("listens");
+        assert_eq!(connected_at_once(&listener, 600).await, 600);
+        // The standard library's backlog of 128 drops most of the same burst.
+        let small = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("listens");
+        assert!(connected_at_once(&small, 600).await < 600);
+    }
 }
