@@ -126,7 +126,6 @@ async fn server_timing(
     response
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then finishes in-flight requests.
 /// Connections the kernel completes and holds for the server before it accepts them.
 /// The standard library's 128 overflows when a burst of clients connects while the
 /// workers are busy: the kernel then drops their handshakes and each client waits a full
@@ -145,6 +144,7 @@ pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpList
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// Serves `router` on `listener` until `shutdown` resolves, then finishes in-flight requests.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
