@@ -39,9 +39,13 @@ impl RawRows {
     }
 
     /// Empties the rows for reuse. The buffer keeps room for twice what it held, at least
-    /// [`KEPT_FLOOR`] and at most `most` bytes: a steady stream of batches fills it again
-    /// without growing it, and after a burst it shrinks back with the batches.
+    /// [`KEPT_FLOOR`] and at most twice `most` bytes: a steady stream of batches fills it
+    /// again without growing it, and after a burst it shrinks back with the batches.
+    /// `most` is the size at which a batch ends; the buffer of a full batch grew past it
+    /// (to twice its size before the last row), and keeping that room is what saves the
+    /// next full batch from copying `most` bytes into fresh pages once more.
     pub(crate) fn clear(&mut self, most: usize) {
+        let most = most.saturating_mul(2);
         let keep = (self.bytes.len() * 2).clamp(KEPT_FLOOR.min(most), most);
         let keep_rows = self.rows.len() * 2;
         self.bytes.clear();

@@ -1189,6 +1189,39 @@ mod tests {
     }
 
     #[test]
+    fn full_batches_one_after_another_gather_into_the_same_buffer() {
+        // A batch ends once a table passes `max_batch_bytes`, so its buffer last grew
+        // past that size; the next full batch must find the room still there.
+        let options = WriterOptions {
+            max_batch_bytes: 1 << 20,
+            ..WriterOptions::default()
+        };
+        let mut batch = Batch::default();
+        let mut seq = 0;
+        let mut fill = |batch: &mut Batch| {
+            while !batch.is_full(&options) {
+                let mut t = task();
+                t.task_id = format!("t{seq}");
+                let mut r = record(encode_task(&[], &t, &[]).expect("encoded"));
+                r.seq = seq;
+                batch.add(r).expect("decodes");
+                seq += 1;
+            }
+            batch.tasks.capacity()
+        };
+        let first = fill(&mut batch);
+        assert!(first > options.max_batch_bytes, "{first} bytes");
+        for round in 0..3 {
+            batch.clear(options.max_batch_bytes);
+            assert_eq!(
+                fill(&mut batch),
+                first,
+                "full batch {round} grew its buffer"
+            );
+        }
+    }
+
+    #[test]
     fn records_of_the_previous_payload_formats_still_decode() {
         let old_row = TaskRowV2::from(&TaskRow::try_from(&task()).expect("row"));
         let mut format1 = vec![1u8];
