@@ -15,8 +15,10 @@
 //!   spool backlog of the phases before has been shipped (the time this took is printed),
 //!   with the p99 of each 6 s of it (`http_p99_ms_by_window`: one slow sync of the disk
 //!   decides a window's p99 alone, so the windows show how often one came), with
-//!   the handler's own p50/p99 from its `Server-Timing` header and the share of the cores'
-//!   time the hypervisor gave to others meanwhile (steal: a tail no code here can shorten);
+//!   the handler's own p50/p99 from its `Server-Timing` header (and, for its slowest 1%,
+//!   the mean of each stage the header names: admission, the isolate, the signature, the
+//!   spool) and the share of the cores' time the hypervisor gave to others meanwhile
+//!   (steal: a tail no code here can shorten);
 //!   beside them, the disk's own floor: `fdatasync` of 8 KiB appends alone on the spools'
 //!   disk, and the share of its time spent in syncs over 5 ms; then the same beside a
 //!   64 MiB segment removed every second, at once and in the spool's steps;
@@ -165,6 +167,7 @@ fn main() -> anyhow::Result<()> {
     let window_p99s_ms = half.window_p99s_ms();
     let (server_p50_ms, server_p99_ms) =
         (half.server_percentile_ms(50), half.server_percentile_ms(99));
+    let (slowest_ms, slowest_stages_ms) = half.slowest_stages_ms();
 
     // Fairness and victims, on a gateway of 8 slots and a tool that holds one for 2 ms.
     let (fair_share_error, shares, victim_p99_ratio, victims) =
@@ -278,6 +281,14 @@ fn main() -> anyhow::Result<()> {
         format!("{server_p50_ms:.2} / {server_p99_ms:.2}"),
     );
     line(
+        "    its slowest 1%: whole / admit / run / sign / record (ms, means)",
+        std::iter::once(slowest_ms)
+            .chain(slowest_stages_ms)
+            .map(|ms| format!("{ms:.2}"))
+            .collect::<Vec<_>>()
+            .join(" / "),
+    );
+    line(
         "  the cores' time the host took meanwhile (steal)",
         format!("{:.1}%", half_steal * 100.0),
     );
@@ -346,7 +357,12 @@ fn main() -> anyhow::Result<()> {
         format!("{refused} / {throttled}"),
     );
 
-    let json = json!({
+    let slowest_stages: serde_json::Map<_, _> = Timing::STAGES
+        .iter()
+        .zip(slowest_stages_ms)
+        .map(|(stage, ms)| (stage.to_string(), json!(ms)))
+        .collect();
+    let mut json = json!({
         "suite": "gateway",
         "cores": cores,
         "clickhouse_data": where_clickhouse,
@@ -388,6 +404,9 @@ fn main() -> anyhow::Result<()> {
         "overload_429": overload.refused,
         "throttled_records": throttled,
     });
+    // Beyond what one `json!` expands.
+    json["http_server_slowest_ms"] = json!(slowest_ms);
+    json["http_server_slowest_stages_ms"] = json!(slowest_stages);
     common::write_json(&root, "gateway", &json)?;
     Ok(())
 }
@@ -531,9 +550,9 @@ impl Connection {
         })
     }
 
-    /// Writes the request and reads the answer; its status, and the handler's time from
-    /// its `Server-Timing` (`app;dur=MS`) when it has one.
-    async fn exchange(&mut self, request: &[u8]) -> std::io::Result<(u16, Option<Duration>)> {
+    /// Writes the request and reads the answer; its status, and the handler's time and
+    /// stages from its `Server-Timing` when it has one.
+    async fn exchange(&mut self, request: &[u8]) -> std::io::Result<(u16, Option<Timing>)> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let bad = |what: &str| std::io::Error::other(format!("bad answer: {what}"));
         self.stream.write_all(request).await?;
@@ -562,12 +581,8 @@ impl Connection {
             .ok_or_else(|| bad("no content-length"))?;
         let server = head.lines().find_map(|l| {
             let (name, value) = l.split_once(':')?;
-            let ms: f64 = name
-                .eq_ignore_ascii_case("server-timing")
-                .then(|| value.trim().strip_prefix("app;dur="))??
-                .parse()
-                .ok()?;
-            Some(Duration::from_secs_f64(ms / 1e3))
+            name.eq_ignore_ascii_case("server-timing")
+                .then(|| Timing::parse(value))?
         });
         while self.buf.len() < head_end + length {
             if self.stream.read_buf(&mut self.buf).await? == 0 {
@@ -575,6 +590,34 @@ impl Connection {
             }
         }
         Ok((status, server))
+    }
+}
+
+/// An answer's `Server-Timing`: the handler's time (`app`) and the task's stages.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    app: Duration,
+    /// admit, run, sign, record (ms); zero when the answer has no stages.
+    stages: [f64; 4],
+}
+
+impl Timing {
+    const STAGES: [&str; 4] = ["admit", "run", "sign", "record"];
+
+    /// `app;dur=1.2, admit;dur=0.00, run;dur=0.08, sign;dur=0.21, record;dur=0.74`.
+    fn parse(value: &str) -> Option<Timing> {
+        let mut app = None;
+        let mut stages = [0.0; 4];
+        for metric in value.split(',') {
+            let (name, ms) = metric.trim().split_once(";dur=")?;
+            let ms: f64 = ms.parse().ok()?;
+            match Self::STAGES.iter().position(|s| *s == name) {
+                Some(i) => stages[i] = ms,
+                None if name == "app" => app = Some(Duration::from_secs_f64(ms / 1e3)),
+                None => {}
+            }
+        }
+        Some(Timing { app: app?, stages })
     }
 }
 
@@ -594,6 +637,8 @@ struct Load {
     windows: Vec<Vec<Duration>>,
     /// The handler's own time of the answers that had one (`Server-Timing`).
     server_times: Vec<Duration>,
+    /// Their stages, in the same order.
+    server_stages: Vec<[f64; 4]>,
     elapsed: Duration,
 }
 
@@ -601,7 +646,7 @@ struct Load {
 struct Answer {
     status: u16,
     latency: Duration,
-    server: Option<Duration>,
+    server: Option<Timing>,
 }
 
 impl Load {
@@ -616,6 +661,24 @@ impl Load {
 
     fn server_percentile_ms(&self, p: usize) -> f64 {
         percentile_ms(&self.server_times, p)
+    }
+
+    /// The answers whose handler time is in the slowest 1%: the mean of that time, and
+    /// of each stage of it.
+    fn slowest_stages_ms(&self) -> (f64, [f64; 4]) {
+        let mut order: Vec<usize> = (0..self.server_times.len()).collect();
+        order.sort_unstable_by_key(|&i| std::cmp::Reverse(self.server_times[i]));
+        let slowest = &order[..order.len().div_ceil(100)];
+        let n = slowest.len().max(1) as f64;
+        let mut app = 0.0;
+        let mut means = [0.0; 4];
+        for &i in slowest {
+            app += self.server_times[i].as_secs_f64() * 1e3 / n;
+            for (mean, stage) in means.iter_mut().zip(self.server_stages[i]) {
+                *mean += stage / n;
+            }
+        }
+        (app, means)
     }
 
     /// The p99 of each window's requests (ms).
@@ -641,7 +704,10 @@ impl Load {
                     self.windows.resize_with(window + 1, Vec::new);
                 }
                 self.windows[window].push(latency);
-                self.server_times.extend(server);
+                if let Some(timing) = server {
+                    self.server_times.push(timing.app);
+                    self.server_stages.push(timing.stages);
+                }
             }
             Ok(Answer { status: 429, .. }) => self.refused += 1,
             Ok(Answer { status, .. }) => self.fail(format!("status {status}")),
@@ -720,6 +786,7 @@ async fn closed_loop(
         total.first_failure = total.first_failure.or(load.first_failure);
         total.latencies.extend(load.latencies);
         total.server_times.extend(load.server_times);
+        total.server_stages.extend(load.server_stages);
     }
     total.elapsed = started.elapsed();
     Ok(total)

@@ -12,7 +12,7 @@ use crate::egress::{AllowlistEgress, BoundSecret, SecretValue};
 use crate::error::GatewayError;
 use crate::idempotency::{Claim, Idempotency};
 use crate::metrics::Metrics;
-use crate::task::{AttemptSummary, CapTicket, TaskRequest, TaskResponse};
+use crate::task::{AttemptSummary, CapTicket, TaskRequest, TaskResponse, TaskTiming};
 use chrono::TimeDelta;
 use isometer_core::{
     Clock, Money, Outcome, RetryStop, TaskControl, TaskRecord, UsageEvent, Verdict, event_id,
@@ -26,7 +26,7 @@ use isometer_runtime::{Artifact, AttemptEnv, ExecutionReport, Limits, Runtime, T
 use isometer_store::{ManifestRecord, UsageWriter};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Runs tasks under policy and records their usage.
 ///
@@ -456,9 +456,12 @@ impl Gateway {
                 return self.capped(plan, info).await;
             }
         }
-        let permit = match self.admission.admit(&plan.tenant_id, &tier).await {
+        let waiting = Instant::now();
+        let admitted = self.admission.admit(&plan.tenant_id, &tier).await;
+        let mut admit = waiting.elapsed();
+        let permit = match admitted {
             Ok(permit) => permit,
-            Err(refusal) => return self.refuse(plan, refusal).await,
+            Err(refusal) => return self.refuse(plan, refusal, admit).await,
         };
         // The spool is full: ClickHouse is behind. Nothing runs until it catches up; the
         // refusal itself is still recorded (the spool keeps a margin for it).
@@ -468,7 +471,7 @@ impl Gateway {
                 reason: "usage is not reaching ClickHouse fast enough; the spool is full".into(),
                 retry_after: Duration::from_secs(1),
             };
-            return self.refuse(plan, refusal).await;
+            return self.refuse(plan, refusal, admit).await;
         }
         let mut permit = Some(permit);
         let mut attempts = Vec::new();
@@ -514,7 +517,10 @@ impl Gateway {
             // retry queues for one like any task.
             permit = None;
             tokio::time::sleep(backoff).await;
-            permit = match self.admission.admit(&plan.tenant_id, &tier).await {
+            let waiting = Instant::now();
+            let admitted = self.admission.admit(&plan.tenant_id, &tier).await;
+            admit += waiting.elapsed();
+            permit = match admitted {
                 Ok(slot) if self.writer.has_room() => Some(slot),
                 Ok(_) | Err(_) => {
                     control.retry_stop = Some(RetryStop::NoSlot);
@@ -535,7 +541,7 @@ impl Gateway {
         let cost: Money = attempts.iter().map(|a| a.signed.manifest.cost).sum();
         let ran = attempts.iter().any(|a| a.ran);
         self.caps.settle(&plan.tenant_id, &plan.run_id, cost, ran);
-        self.finish(plan, attempts, control, fallback).await
+        self.finish(plan, attempts, control, fallback, admit).await
     }
 
     /// Records a task its run's loop cap answered, with the spend it avoided.
@@ -556,7 +562,9 @@ impl Gateway {
             avoided_cost: info.avoided_cost,
             ..TaskControl::default()
         };
-        let mut response = self.finish(plan, vec![sealed], control, None).await?;
+        let mut response = self
+            .finish(plan, vec![sealed], control, None, Duration::ZERO)
+            .await?;
         if let Some(cap) = &mut response.cap {
             cap.until = Some(info.until);
         }
@@ -569,6 +577,7 @@ impl Gateway {
         &self,
         mut plan: AttemptPlan,
         refusal: Refusal,
+        waited: Duration,
     ) -> Result<TaskResponse, GatewayError> {
         let task_id = plan.task_id.clone();
         let suffix: u32 = rand::random();
@@ -578,7 +587,7 @@ impl Gateway {
             .seal(&plan, report, None, self.clock.now(), Vec::new())
             .await?;
         let mut response = self
-            .finish(plan, vec![sealed], TaskControl::default(), None)
+            .finish(plan, vec![sealed], TaskControl::default(), None, waited)
             .await?;
         response.task_id = task_id;
         response.retry_after_s = Some(refusal.retry_after.as_secs().max(1));
@@ -670,6 +679,7 @@ impl Gateway {
             }),
             retry_after_s: None,
             repeated: true,
+            timing: TaskTiming::default(),
         }))
     }
 
@@ -681,6 +691,7 @@ impl Gateway {
         attempts: Vec<SealedAttempt>,
         control: TaskControl,
         fallback: Option<serde_json::Value>,
+        admit: Duration,
     ) -> Result<TaskResponse, GatewayError> {
         // The plan's names move into the answer; its version stays alive for the lookups.
         let loaded = plan.loaded.clone();
@@ -758,9 +769,16 @@ impl Gateway {
                 .all(|e| e.verdict == Verdict::Allow && e.evidence_complete),
             control: control.clone(),
         };
+        let recording = Instant::now();
         self.writer
             .record_with_evidence(events, record, evidence)
             .await?;
+        let timing = TaskTiming {
+            admit,
+            run: attempts.iter().map(|a| a.timing.run).sum(),
+            sign: attempts.iter().map(|a| a.timing.sign).sum(),
+            record: recording.elapsed(),
+        };
 
         let outcome = last.report.outcome;
         let currency = plan.currency();
@@ -810,6 +828,7 @@ impl Gateway {
             }),
             retry_after_s: None,
             repeated: false,
+            timing,
         })
     }
 
@@ -958,21 +977,26 @@ impl Gateway {
                 .unwrap_or_default(),
         };
         let started = self.clock.now();
+        let running = Instant::now();
         let report = self
             .runtime
             .execute_in(artifact, &plan.input, &limits, env)
             .await;
+        let ran_for = running.elapsed();
         // The attempt is over: its credentials are worth nothing from now on.
         self.credentials
             .revoke_attempt(&plan.task_id, u32::from(plan.attempt));
-        self.seal(
-            plan,
-            report,
-            Some((policy, artifact.hash())),
-            started,
-            descriptor,
-        )
-        .await
+        let mut sealed = self
+            .seal(
+                plan,
+                report,
+                Some((policy, artifact.hash())),
+                started,
+                descriptor,
+            )
+            .await?;
+        sealed.timing.run = ran_for;
+        Ok(sealed)
     }
 
     /// The attempt's manifest, checked for completeness (failing closed) and signed.
@@ -1074,6 +1098,7 @@ impl Gateway {
             manifest.verdict = Verdict::Deny;
             manifest.output_withheld = true;
         }
+        let signing = Instant::now();
         let (signed, digest) = self.signer.sign_with_digest(manifest).await?;
         Ok(SealedAttempt {
             report,
@@ -1082,6 +1107,10 @@ impl Gateway {
             finished,
             digest,
             signed,
+            timing: TaskTiming {
+                sign: signing.elapsed(),
+                ..TaskTiming::default()
+            },
         })
     }
 }
@@ -1314,7 +1343,13 @@ impl Gateway {
             .await?;
         let (tenant, task) = (plan.tenant_id.clone(), plan.task_id.clone());
         let response = self
-            .finish(plan, vec![sealed], TaskControl::default(), None)
+            .finish(
+                plan,
+                vec![sealed],
+                TaskControl::default(),
+                None,
+                Duration::ZERO,
+            )
             .await?;
         // A later submission of the task id gets this answer: the task will never run.
         self.idempotency
@@ -1344,6 +1379,7 @@ fn waiting(plan: &AttemptPlan, approval: &Approval) -> TaskResponse {
         cap: None,
         retry_after_s: None,
         repeated: false,
+        timing: TaskTiming::default(),
     }
 }
 
@@ -1351,6 +1387,8 @@ fn waiting(plan: &AttemptPlan, approval: &Approval) -> TaskResponse {
 fn repeated(answer: &TaskResponse) -> TaskResponse {
     TaskResponse {
         repeated: true,
+        // Nothing ran for this answer.
+        timing: TaskTiming::default(),
         ..answer.clone()
     }
 }
@@ -1407,6 +1445,8 @@ pub struct SealedAttempt {
     /// sha256 of the manifest's canonical bytes.
     pub digest: String,
     pub signed: isometer_evidence::EncodedManifest,
+    /// The attempt's time in its isolate (`run`) and waiting for its signature (`sign`).
+    pub timing: TaskTiming,
 }
 
 impl Loaded {

@@ -36,4 +36,4 @@ pub use idempotency::{
 /// The task a credential is minted for (the runtime's view of an attempt).
 pub use isometer_runtime::TaskContext;
 pub use metrics::{LATENCY_BUCKETS, Metrics, label as prometheus_label};
-pub use task::{AttemptSummary, CapTicket, TaskRequest, TaskResponse};
+pub use task::{AttemptSummary, CapTicket, TaskRequest, TaskResponse, TaskTiming};

@@ -3,6 +3,7 @@
 use isometer_core::{LoopCap, Money, Outcome, RetryStop, RunClass, Usage};
 use isometer_evidence::EncodedManifest;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// A task to run.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -91,6 +92,39 @@ pub struct TaskResponse {
     /// The task id was submitted before: this is its stored answer, and nothing ran now.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub repeated: bool,
+    /// Where this submission's time went (the `Server-Timing` header); not in the body.
+    #[serde(skip)]
+    pub timing: TaskTiming,
+}
+
+/// Where a submission's time went, stage by stage. What is left of the whole is the
+/// gateway's own work (the plan, the caps, building the records and the answer).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskTiming {
+    /// Waiting for an admission slot: the first attempt's and each retry's.
+    pub admit: Duration,
+    /// The attempts in their isolates, from instantiation to exit.
+    pub run: Duration,
+    /// Waiting for the attempts' manifests to be signed (batches are signed at most
+    /// every `isometer_evidence::SIGN_INTERVAL`).
+    pub sign: Duration,
+    /// Recording the task: until its usage and evidence are durable in the spool.
+    pub record: Duration,
+}
+
+impl TaskTiming {
+    /// The stages as `Server-Timing` metrics (milliseconds), e.g.
+    /// `admit;dur=0.00, run;dur=0.08, sign;dur=0.21, record;dur=0.74`.
+    pub fn server_timing(&self) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        format!(
+            "admit;dur={:.2}, run;dur={:.2}, sign;dur={:.2}, record;dur={:.2}",
+            ms(self.admit),
+            ms(self.run),
+            ms(self.sign),
+            ms(self.record)
+        )
+    }
 }
 
 /// The loop cap that answered a task.

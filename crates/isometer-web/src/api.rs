@@ -67,14 +67,17 @@ pub(crate) async fn create_task(
         }
     }
     let response = state.gateway.submit(request).await?;
+    // Where the task's time went; the router's layer puts the handler's whole time first.
+    let timing = [("server-timing", response.timing.server_timing())];
     Ok(match response.retry_after_s {
         Some(seconds) if response.outcome == Outcome::Throttled => (
             StatusCode::TOO_MANY_REQUESTS,
             [(header::RETRY_AFTER, seconds.to_string())],
+            timing,
             Json(response),
         )
             .into_response(),
-        _ => Json(response).into_response(),
+        _ => (timing, Json(response)).into_response(),
     })
 }
 

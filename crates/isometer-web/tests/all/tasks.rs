@@ -207,6 +207,68 @@ async fn a_full_queue_answers_429_with_retry_after_and_records_throttled() {
 }
 
 #[tokio::test]
+async fn a_tasks_server_timing_says_where_its_time_went() {
+    let store = isometer_testkit::database().await;
+    let mut config = config();
+    for tier in &mut config.tiers {
+        if tier.id == "standard" {
+            tier.max_concurrency = 1;
+        }
+    }
+    let router = app(&store, config).await;
+    let acme = key(&store, Role::Tenant, Some("acme")).await;
+    let slow = json!({"tool_id": "slow", "input": {"ms": 80}});
+    // Two at once on one slot: both run 80 ms, and one waits for the other's slot.
+    let calls: Vec<_> = (0..2)
+        .map(|_| {
+            let (router, request) = (router.clone(), post_task_as(&acme, &slow));
+            tokio::spawn(async move {
+                let response = tower::ServiceExt::oneshot(router, request)
+                    .await
+                    .expect("infallible");
+                assert_eq!(response.status(), StatusCode::OK);
+                let header = response.headers().get("server-timing").expect("header");
+                header.to_str().expect("ascii").to_owned()
+            })
+        })
+        .collect();
+    let mut timings = Vec::new();
+    for c in calls {
+        let header = c.await.expect("joined");
+        // `app;dur=MS` first, the handler's whole time; then the task's stages.
+        let metrics: Vec<(String, f64)> = header
+            .split(", ")
+            .map(|m| {
+                let (name, ms) = m.split_once(";dur=").unwrap_or_else(|| panic!("{header}"));
+                (
+                    name.to_owned(),
+                    ms.parse().unwrap_or_else(|_| panic!("{header}")),
+                )
+            })
+            .collect();
+        let names: Vec<&str> = metrics.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["app", "admit", "run", "sign", "record"], "{header}");
+        let ms = |name: &str| metrics.iter().find(|(n, _)| n == name).map(|m| m.1);
+        let stages: f64 = metrics[1..].iter().map(|(_, ms)| ms).sum();
+        assert!(
+            stages <= metrics[0].1 + 0.1,
+            "stages beyond the whole: {header}"
+        );
+        assert!(ms("run") >= Some(80.0), "the tool slept 80 ms: {header}");
+        timings.push((ms("admit").unwrap_or_default(), header));
+    }
+    timings.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert!(
+        timings[0].0 < 40.0,
+        "the first was admitted at once: {timings:?}"
+    );
+    assert!(
+        timings[1].0 >= 60.0,
+        "the second waited for the slot: {timings:?}"
+    );
+}
+
+#[tokio::test]
 async fn an_operator_lifts_a_runs_loop_cap() {
     let store = isometer_testkit::database().await;
     let mut config = config();
