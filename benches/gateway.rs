@@ -305,7 +305,10 @@ fn main() -> anyhow::Result<()> {
     );
     for (removed, floor) in [
         ("64 MiB segments removed at once", &disk_at_once),
-        ("them removed in steps (the spool's way)", &disk_in_steps),
+        (
+            "them removed in steps (the spool's way past its spares)",
+            &disk_in_steps,
+        ),
     ] {
         line(
             &format!("  beside {removed}: p99 / max (ms), share over 5 ms"),

@@ -40,7 +40,9 @@ impl Upstreams {
 }
 
 pub(crate) async fn start() -> anyhow::Result<Upstreams> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    // Bound like the API's listener: a burst of new connections waits in its backlog
+    // instead of overflowing the standard library's 128.
+    let listener = isometer_web::listen(SocketAddr::from(([127, 0, 0, 1], 0)))?;
     let addr = listener.local_addr()?;
     let router = Router::new()
         .route("/quote", get(quote))
