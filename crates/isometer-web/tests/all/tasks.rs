@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use isometer_core::{LoopCap, Outcome, SystemClock};
 use isometer_gateway::{Gateway, TaskResponse};
-use isometer_policy::{Config, LoopCaps};
+use isometer_policy::{Config, LoopCaps, Tier};
 use isometer_store::{Store, WriterOptions};
 use isometer_web::AppState;
 use isometer_web::auth::{Role, create_key};
@@ -26,6 +26,17 @@ async fn app(store: &Store, config: Config) -> Router {
     let state = AppState::new(Arc::new(gateway), store.clone());
     state.start().await.expect("started");
     isometer_web::router(state)
+}
+
+/// The test configuration with the standard tier (acme's) changed by `set`.
+fn with_standard_tier(set: impl Fn(&mut Tier)) -> Config {
+    let mut config = config();
+    config
+        .tiers
+        .iter_mut()
+        .filter(|tier| tier.id == "standard")
+        .for_each(set);
+    config
 }
 
 async fn key(store: &Store, role: Role, tenant: Option<&str>) -> String {
@@ -120,13 +131,10 @@ async fn the_tenant_is_the_api_keys() {
 #[tokio::test]
 async fn a_full_queue_answers_429_with_retry_after_and_records_throttled() {
     let store = isometer_testkit::database().await;
-    let mut config = config();
-    for tier in &mut config.tiers {
-        if tier.id == "standard" {
-            tier.max_concurrency = 1;
-            tier.max_queue = 1;
-        }
-    }
+    let config = with_standard_tier(|tier| {
+        tier.max_concurrency = 1;
+        tier.max_queue = 1;
+    });
     let router = app(&store, config).await;
     let acme = key(&store, Role::Tenant, Some("acme")).await;
     let slow = |id: &str| json!({"tool_id": "slow", "task_id": id, "input": {"ms": 150}});
@@ -209,12 +217,7 @@ async fn a_full_queue_answers_429_with_retry_after_and_records_throttled() {
 #[tokio::test]
 async fn a_tasks_server_timing_says_where_its_time_went() {
     let store = isometer_testkit::database().await;
-    let mut config = config();
-    for tier in &mut config.tiers {
-        if tier.id == "standard" {
-            tier.max_concurrency = 1;
-        }
-    }
+    let config = with_standard_tier(|tier| tier.max_concurrency = 1);
     let router = app(&store, config).await;
     let acme = key(&store, Role::Tenant, Some("acme")).await;
     let slow = json!({"tool_id": "slow", "input": {"ms": 80}});
@@ -271,15 +274,12 @@ async fn a_tasks_server_timing_says_where_its_time_went() {
 #[tokio::test]
 async fn an_operator_lifts_a_runs_loop_cap() {
     let store = isometer_testkit::database().await;
-    let mut config = config();
-    for tier in &mut config.tiers {
-        if tier.id == "standard" {
-            tier.loop_caps = LoopCaps {
-                max_low_confidence_streak: Some(1),
-                ..LoopCaps::default()
-            };
-        }
-    }
+    let config = with_standard_tier(|tier| {
+        tier.loop_caps = LoopCaps {
+            max_low_confidence_streak: Some(1),
+            ..LoopCaps::default()
+        };
+    });
     let router = app(&store, config).await;
     let acme = key(&store, Role::Tenant, Some("acme")).await;
     let admin = key(&store, Role::Admin, None).await;
