@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -52,8 +52,8 @@ const DEADLINE_GRACE: Duration = Duration::from_millis(50);
 pub struct Runtime {
     engine: Engine,
     linker: Linker<AttemptState>,
-    /// Stops advancing the epoch when the runtime is dropped.
-    _ticker: EpochTicker,
+    /// Advances the epoch while attempts run; stops when the runtime is dropped.
+    ticker: EpochTicker,
     fuel_metering: bool,
     max_module_bytes: u64,
     /// Attempts the pool holds at once.
@@ -183,7 +183,7 @@ impl Runtime {
             .map(|dir| CompiledCache::open(dir, &engine))
             .transpose()?;
         Ok(Runtime {
-            _ticker: EpochTicker::start(engine.clone()),
+            ticker: EpochTicker::start(engine.clone()),
             engine,
             linker,
             fuel_metering: options.fuel_metering,
@@ -305,6 +305,7 @@ impl Runtime {
         {
             return ExecutionReport::not_run(Outcome::Trapped, format!("cannot set fuel: {e:#}"));
         }
+        let _ticking = self.ticker.attempt();
         store.set_epoch_deadline(deadline_ticks(limits.timeout));
         store.epoch_deadline_trap();
 
@@ -459,31 +460,125 @@ fn classify(
     (outcome, None, detail)
 }
 
-/// Advances the engine's epoch every tick on its own thread, until dropped.
+/// Ticks the ticker waits with no attempt running before it sleeps until one starts:
+/// an idle runtime wakes nobody, and a busy one never pays for a wakeup per attempt.
+const IDLE_TICKS_BEFORE_PARKING: u32 = 100;
+
+/// Advances the engine's epoch every tick on its own thread while attempts run, until
+/// dropped. Deadlines count from the epoch an attempt starts at, so the ticks the
+/// ticker sleeps through while nothing runs change no deadline.
 struct EpochTicker {
-    stop: Arc<AtomicBool>,
+    shared: Arc<TickerShared>,
+    thread: Option<std::thread::Thread>,
+}
+
+#[derive(Default)]
+struct TickerShared {
+    stop: AtomicBool,
+    /// Attempts running now.
+    running: AtomicUsize,
+    /// The ticker sleeps until an attempt starts (or the runtime is dropped).
+    parked: AtomicBool,
+}
+
+/// An attempt running, for the ticker: it keeps ticking until the last one ends.
+struct Ticking<'a>(&'a TickerShared);
+
+impl Drop for Ticking<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl EpochTicker {
     fn start(engine: Engine) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        std::thread::Builder::new()
+        let shared = Arc::new(TickerShared::default());
+        let state = shared.clone();
+        let thread = std::thread::Builder::new()
             .name("isometer-epoch".into())
             .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
+                let mut idle = 0;
+                while !state.stop.load(Ordering::SeqCst) {
+                    idle = match state.running.load(Ordering::SeqCst) {
+                        0 => idle + 1,
+                        _ => 0,
+                    };
+                    if idle >= IDLE_TICKS_BEFORE_PARKING {
+                        // An attempt that starts after `parked` is set sees it and wakes
+                        // this thread; one that started before is seen in `running`.
+                        state.parked.store(true, Ordering::SeqCst);
+                        while state.running.load(Ordering::SeqCst) == 0
+                            && !state.stop.load(Ordering::SeqCst)
+                        {
+                            std::thread::park();
+                        }
+                        state.parked.store(false, Ordering::SeqCst);
+                        idle = 0;
+                    }
                     std::thread::sleep(EPOCH_TICK);
                     engine.increment_epoch();
                 }
             })
-            .map(|_| ())
-            .unwrap_or_else(|e| tracing::error!("cannot start the epoch ticker: {e}"));
-        EpochTicker { stop }
+            .map(|handle| handle.thread().clone())
+            .inspect_err(|e| tracing::error!("cannot start the epoch ticker: {e}"))
+            .ok();
+        EpochTicker { shared, thread }
+    }
+
+    /// Counts an attempt as running until the guard is dropped, waking the ticker if it
+    /// sleeps.
+    fn attempt(&self) -> Ticking<'_> {
+        self.shared.running.fetch_add(1, Ordering::SeqCst);
+        if self.shared.parked.load(Ordering::SeqCst)
+            && let Some(thread) = &self.thread
+        {
+            thread.unpark();
+        }
+        Ticking(&self.shared)
+    }
+
+    /// Whether the ticker sleeps for want of running attempts.
+    #[cfg(test)]
+    fn parked(&self) -> bool {
+        self.shared.parked.load(Ordering::SeqCst)
     }
 }
 
 impl Drop for EpochTicker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = &self.thread {
+            thread.unpark();
+        }
+    }
+}
+
+#[cfg(test)]
+mod ticker_tests {
+    use super::*;
+
+    /// Whether `holds` holds within `within`, looking every 2 ms.
+    fn within(within: Duration, holds: impl Fn() -> bool) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < within {
+            if holds() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        holds()
+    }
+
+    #[test]
+    fn the_epoch_ticker_sleeps_while_no_attempt_runs() {
+        let ticker = EpochTicker::start(Engine::default());
+        assert!(within(Duration::from_secs(5), || ticker.parked()));
+        let attempt = ticker.attempt();
+        assert!(within(Duration::from_secs(1), || !ticker.parked()));
+        // However long an attempt runs, the ticker ticks for it.
+        std::thread::sleep(EPOCH_TICK * (IDLE_TICKS_BEFORE_PARKING + 50));
+        assert!(!ticker.parked());
+        drop(attempt);
+        assert!(within(Duration::from_secs(5), || ticker.parked()));
     }
 }

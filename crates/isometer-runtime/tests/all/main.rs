@@ -4,7 +4,7 @@ mod abi;
 mod cache;
 
 use isometer_core::Outcome;
-use isometer_runtime::{Limits, Runtime};
+use isometer_runtime::{Limits, Runtime, RuntimeOptions};
 use std::time::Duration;
 
 /// A command module that writes `msg` to stdout and exits with `code`.
@@ -117,6 +117,39 @@ async fn infinite_loop_with_ample_fuel_times_out_near_its_deadline() {
         wall >= Duration::from_millis(200) && wall < Duration::from_secs(2),
         "{wall:?}"
     );
+}
+
+/// Once the runtime has sat idle long enough for its epoch ticker to sleep, an attempt
+/// still meets its deadline: without fuel, only the epoch stops this loop (it never
+/// yields, so no timer of the executor can).
+#[test]
+fn a_deadline_holds_after_the_runtime_sat_idle() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let executor = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("executor");
+        let runtime = Runtime::with_options(RuntimeOptions {
+            fuel_metering: false,
+            ..RuntimeOptions::default()
+        })
+        .expect("runtime");
+        let artifact = runtime
+            .load(INFINITE_LOOP.as_bytes())
+            .expect("valid module");
+        // The ticker sleeps after 100 ms without an attempt.
+        std::thread::sleep(Duration::from_millis(500));
+        let limits = Limits {
+            timeout: Duration::from_millis(100),
+            ..limits()
+        };
+        let _ = tx.send(executor.block_on(runtime.execute(&artifact, b"{}", &limits)));
+    });
+    let report = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the loop ran on: the epoch did not advance");
+    assert_eq!(report.outcome, Outcome::TimedOut, "{report:?}");
 }
 
 #[tokio::test]
