@@ -61,10 +61,16 @@ pub(crate) async fn demo(
         days: args.days,
         upstream: Some(upstreams.base()),
     };
-    eprintln!(
-        "demo: submitting {} tasks over {} simulated days",
-        args.tasks, args.days
-    );
+    match options.burst_tasks() {
+        0 => eprintln!(
+            "demo: submitting {} tasks over {} simulated days",
+            options.tasks, options.days
+        ),
+        burst => eprintln!(
+            "demo: submitting {} tasks over {} simulated days, and a burst of {burst} on the day before last",
+            options.tasks, options.days
+        ),
+    }
     let mut hooks = WeekHooks {
         state: state.clone(),
         clock: clock.clone(),

@@ -22,7 +22,16 @@ async fn the_demo_seeds_clickhouse_and_leaves_no_server_running() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    // 1,200 tasks in agent runs, and a burst of 400 on the day before last.
+    // 1,200 tasks in agent runs, and a burst of 400 on the day before last: announced at
+    // the start as the progress bar counts them.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "demo: submitting 1200 tasks over 7 simulated days, and a burst of 400 on the day before last"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1600/1600 tasks"), "{stderr}");
     assert!(stdout.contains("demo: 1600 tasks"), "{stdout}");
     for line in [
         "capped runs",

@@ -32,6 +32,13 @@ pub struct WorkloadOptions {
     pub upstream: Option<String>,
 }
 
+impl WorkloadOptions {
+    /// The tasks of the burst that comes on top of `tasks`: none in a single day.
+    pub fn burst_tasks(&self) -> usize {
+        if self.days > 1 { BURST_TASKS } else { 0 }
+    }
+}
+
 impl Default for WorkloadOptions {
     fn default() -> Self {
         WorkloadOptions {
@@ -137,7 +144,7 @@ pub async fn run(
     let start = end - span;
     clock.set(start);
     let burst_day = days.saturating_sub(1).max(1);
-    let total = options.tasks + if days > 1 { BURST_TASKS } else { 0 };
+    let total = options.tasks + options.burst_tasks();
 
     let mut run_numbers: BTreeMap<&str, u32> = BTreeMap::new();
     let mut summary = WorkloadSummary {
