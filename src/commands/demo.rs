@@ -61,16 +61,14 @@ pub(crate) async fn demo(
         days: args.days,
         upstream: Some(upstreams.base()),
     };
-    match options.burst_tasks() {
-        0 => eprintln!(
-            "demo: submitting {} tasks over {} simulated days",
-            options.tasks, options.days
-        ),
-        burst => eprintln!(
-            "demo: submitting {} tasks over {} simulated days, and a burst of {burst} on the day before last",
-            options.tasks, options.days
-        ),
-    }
+    let burst = match options.burst_tasks() {
+        0 => String::new(),
+        n => format!(", and a burst of {n} on the day before last"),
+    };
+    eprintln!(
+        "demo: submitting {} tasks over {} simulated days{burst}",
+        options.tasks, options.days
+    );
     let mut hooks = WeekHooks {
         state: state.clone(),
         clock: clock.clone(),

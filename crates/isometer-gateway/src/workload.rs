@@ -185,7 +185,7 @@ pub async fn run(
                 day += 1;
                 expire(gateway, &mut summary).await?;
                 hooks.new_day(day).await;
-                if day == burst_day && days > 1 {
+                if day == burst_day && options.burst_tasks() > 0 {
                     let smallest = tenants[tenants.len() - 1];
                     burst(gateway, smallest, &mut rng, &mut summary).await?;
                     done += BURST_TASKS;
