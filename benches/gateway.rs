@@ -16,9 +16,9 @@
 //!   with the p99 of each 6 s of it (`http_p99_ms_by_window`: one slow sync of the disk
 //!   decides a window's p99 alone, so the windows show how often one came), with
 //!   the handler's own p50/p99 from its `Server-Timing` header (and, for its slowest 1%,
-//!   the mean of each stage the header names: admission, the isolate, the signature, the
-//!   spool) and the share of the cores' time the hypervisor gave to others meanwhile
-//!   (steal: a tail no code here can shorten);
+//!   the mean of each stage the header names: admission, the isolate, the spool with the
+//!   signature made in its group commit) and the share of the cores' time the hypervisor
+//!   gave to others meanwhile (steal: a tail no code here can shorten);
 //!   beside them, the disk's own floor: `fdatasync` of 8 KiB appends alone on the spools'
 //!   disk, and the share of its time spent in syncs over 5 ms; then the same beside a
 //!   64 MiB segment removed every second, at once and in the spool's steps;
@@ -283,7 +283,7 @@ fn main() -> anyhow::Result<()> {
         format!("{server_p50_ms:.2} / {server_p99_ms:.2}"),
     );
     line(
-        "    its slowest 1%: whole / admit / run / sign / record (ms, means)",
+        "    its slowest 1%: whole / admit / run / record (ms, means)",
         std::iter::once(slowest_ms)
             .chain(slowest_stages_ms)
             .map(|ms| format!("{ms:.2}"))
@@ -602,17 +602,17 @@ impl Connection {
 #[derive(Debug, Clone, Copy)]
 struct Timing {
     app: Duration,
-    /// admit, run, sign, record (ms); zero when the answer has no stages.
-    stages: [f64; 4],
+    /// admit, run, record (ms); zero when the answer has no stages.
+    stages: [f64; 3],
 }
 
 impl Timing {
-    const STAGES: [&str; 4] = ["admit", "run", "sign", "record"];
+    const STAGES: [&str; 3] = ["admit", "run", "record"];
 
-    /// `app;dur=1.2, admit;dur=0.00, run;dur=0.08, sign;dur=0.21, record;dur=0.74`.
+    /// `app;dur=1.2, admit;dur=0.00, run;dur=0.08, record;dur=0.95`.
     fn parse(value: &str) -> Option<Timing> {
         let mut app = None;
-        let mut stages = [0.0; 4];
+        let mut stages = [0.0; 3];
         for metric in value.split(',') {
             let (name, ms) = metric.trim().split_once(";dur=")?;
             let ms: f64 = ms.parse().ok()?;
@@ -643,7 +643,7 @@ struct Load {
     /// The handler's own time of the answers that had one (`Server-Timing`).
     server_times: Vec<Duration>,
     /// Their stages, in the same order.
-    server_stages: Vec<[f64; 4]>,
+    server_stages: Vec<[f64; 3]>,
     elapsed: Duration,
 }
 
@@ -670,13 +670,13 @@ impl Load {
 
     /// The answers whose handler time is in the slowest 1%: the mean of that time, and
     /// of each stage of it.
-    fn slowest_stages_ms(&self) -> (f64, [f64; 4]) {
+    fn slowest_stages_ms(&self) -> (f64, [f64; 3]) {
         let mut order: Vec<usize> = (0..self.server_times.len()).collect();
         order.sort_unstable_by_key(|&i| std::cmp::Reverse(self.server_times[i]));
         let slowest = &order[..order.len().div_ceil(100)];
         let n = slowest.len().max(1) as f64;
         let mut app = 0.0;
-        let mut means = [0.0; 4];
+        let mut means = [0.0; 3];
         for &i in slowest {
             app += self.server_times[i].as_secs_f64() * 1e3 / n;
             for (mean, stage) in means.iter_mut().zip(self.server_stages[i]) {

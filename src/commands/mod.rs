@@ -125,7 +125,7 @@ fn evidence_key(cli: &Cli, create: bool) -> anyhow::Result<isometer_evidence::Ev
 fn evidence_signer(cli: &Cli) -> anyhow::Result<isometer_evidence::BatchSigner> {
     Ok(isometer_evidence::BatchSigner::new(evidence_key(
         cli, true,
-    )?)?)
+    )?))
 }
 
 /// Where usage for `database` is spooled.

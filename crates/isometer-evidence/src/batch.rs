@@ -1,263 +1,198 @@
-//! Signing at the runtime's pace: many manifests under one signature.
+//! Signing at the pace of the durable record: every manifest made durable in one group
+//! commit shares one signature.
 //!
-//! A manifest waiting to be signed joins the pending batch. Whoever comes to the batch when
-//! no signature was made for [`SIGN_INTERVAL`] signs it, on its own thread, for everyone in
-//! it: when the signer has been idle a manifest is signed at once (a batch of one); under
-//! load one ed25519 signature covers every manifest of the last interval, and signing costs
-//! a small, bounded share of a core. A batch begun before signing was due is signed when it
-//! falls due by a timer thread that sleeps until then (the kernel's timers are precise to
-//! tens of microseconds, tokio's to a millisecond). Each caller that came too early also
-//! waits on a tokio timer and signs the batch itself if it is still unsigned then: on a
-//! machine too busy to run the timer thread in time, no manifest waits for it.
+//! A task's manifests are encoded once ([`Unsealed`]) and travel, unsigned, with the
+//! task's rows to the usage spool. The spool's writer thread takes every record waiting,
+//! and before its one `fdatasync` it seals the group ([`BatchSigner::seal`]): one ed25519
+//! signature over the Merkle root of the group's manifests, and for each manifest the
+//! JSON that completes it (key id, signature, batch proof), written with its record. So a
+//! task waits once, for its record to be durable, and the signature costs one ed25519
+//! operation per group commit (at most a thousand a second) instead of a wait, a wakeup
+//! and a share of a signature of its own.
 
-use crate::signing::{Hash, digest_of, leaf_hash};
+use crate::signing::{Hash, digest_of, leaf_hash, merkle_levels, path_of};
 use crate::{
     BatchProof, EncodeError, EncodedManifest, EvidenceKey, Manifest, SignedManifest, TrustedKeys,
 };
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
+use serde::Deserialize;
+use std::sync::Arc;
 
-/// Shortest time between two signatures while manifests keep coming.
-pub const SIGN_INTERVAL: Duration = Duration::from_micros(250);
-
-struct Job {
-    leaf: Hash,
-    reply: oneshot::Sender<(String, BatchProof)>,
-}
-
-#[derive(Default)]
-struct Pending {
-    jobs: Vec<Job>,
-    /// Someone is signing a batch now.
-    signing: bool,
-    last_signed: Option<Instant>,
-    /// The timer thread waits for a batch to begin (not for one to fall due).
-    timer_parked: bool,
-    /// The last handle is gone: the timer thread ends.
-    stopped: bool,
-}
-
-impl Pending {
-    /// When signing is next due.
-    fn due(&self, now: Instant) -> Instant {
-        self.last_signed.map_or(now, |t| t + SIGN_INTERVAL)
-    }
-
-    /// Whether the caller may sign the pending batch now; if so it is marked as signing.
-    fn take_lead(&mut self, now: Instant) -> bool {
-        let due = self
-            .last_signed
-            .is_none_or(|t| now.duration_since(t) >= SIGN_INTERVAL);
-        let lead = due && !self.signing && !self.jobs.is_empty();
-        self.signing |= lead;
-        lead
-    }
-
-    /// Whether the timer thread must be woken for the pending batch: it is parked and no
-    /// one is signing (a signer looks again when done). Marks it woken.
-    fn wake_timer(&mut self) -> bool {
-        let wake = self.timer_parked && !self.signing && !self.jobs.is_empty();
-        self.timer_parked &= !wake;
-        wake
-    }
-}
-
-/// Why a manifest was not signed.
-#[derive(Debug, thiserror::Error)]
-pub enum SignerStopped {
-    #[error(transparent)]
-    Encode(#[from] EncodeError),
-    #[error("the evidence signer has stopped")]
-    Stopped,
-}
-
-/// What the callers and the timer thread share.
-struct Shared {
-    key: EvidenceKey,
-    pending: Mutex<Pending>,
-    /// Wakes the timer thread: a batch has begun, or a signing ended with jobs waiting.
-    begun: Condvar,
-}
-
-struct Inner {
-    shared: Arc<Shared>,
-    key_id: Arc<str>,
-    trusted: TrustedKeys,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.shared.lock().stopped = true;
-        self.shared.begun.notify_one();
-    }
-}
-
-/// A shared batch signer over one evidence key; cheap to clone.
+/// Signs batches of manifests with one evidence key; cheap to clone.
 #[derive(Clone)]
 pub struct BatchSigner {
-    inner: Arc<Inner>,
+    key: Arc<EvidenceKey>,
+    key_id: Arc<str>,
+    trusted: TrustedKeys,
 }
 
 impl std::fmt::Debug for BatchSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BatchSigner")
-            .field("key_id", &self.inner.key_id)
+            .field("key_id", &self.key_id)
             .finish_non_exhaustive()
     }
 }
 
 impl BatchSigner {
-    /// A signer over `key`, with its timer thread (which ends with the last handle).
-    pub fn new(key: EvidenceKey) -> std::io::Result<Self> {
-        let key_id = key.key_id().into();
-        let trusted = key.trusted();
-        let shared = Arc::new(Shared {
-            key,
-            pending: Mutex::default(),
-            begun: Condvar::new(),
-        });
-        let timer = shared.clone();
-        std::thread::Builder::new()
-            .name("evidence-timer".into())
-            .spawn(move || timer.sign_when_due())?;
-        Ok(BatchSigner {
-            inner: Arc::new(Inner {
-                shared,
-                key_id,
-                trusted,
-            }),
-        })
+    pub fn new(key: EvidenceKey) -> Self {
+        BatchSigner {
+            key_id: key.key_id().into(),
+            trusted: key.trusted(),
+            key: Arc::new(key),
+        }
     }
 
     pub fn key_id(&self) -> &str {
-        &self.inner.key_id
+        &self.key_id
     }
 
     /// The keys that verify what this signer signs.
     pub fn trusted(&self) -> &TrustedKeys {
-        &self.inner.trusted
+        &self.trusted
     }
 
-    /// Signs `manifest` in the next batch.
-    pub async fn sign(&self, manifest: Manifest) -> Result<SignedManifest, SignerStopped> {
-        Ok(self.sign_with_digest(manifest).await?.0.into_signed())
-    }
-
-    /// [`BatchSigner::sign`], with the manifest's digest (sha256 of its canonical bytes),
-    /// and its JSON built from the same encoding. Needs a tokio runtime with its timer.
-    pub async fn sign_with_digest(
-        &self,
-        manifest: Manifest,
-    ) -> Result<(EncodedManifest, String), SignerStopped> {
-        let canonical = manifest.canonical_bytes()?;
-        let digest = digest_of(&canonical);
-        let (reply, mut answer) = oneshot::channel();
-        let shared = &self.inner.shared;
-        let (lead, begun, mut wake) = {
-            let mut pending = shared.lock();
-            pending.jobs.push(Job {
-                leaf: leaf_hash(&digest),
-                reply,
-            });
-            let now = Instant::now();
-            let lead = pending.take_lead(now);
-            // A batch not signed at once sets the timer thread going, unless it is already
-            // timing one.
-            let begun = !lead && pending.wake_timer();
-            (lead, begun, pending.due(now))
+    /// Signs `leaves` (each an [`Unsealed::leaf`]) with one signature over their Merkle
+    /// root. Returns, for each leaf in order, its seal: the JSON that follows
+    /// [`Unsealed::head`] to make the signed manifest's JSON, `,"key_id":…,"signature":…,
+    /// "batch":{…}}` as `serde_json` writes those fields (every value is hex or a number:
+    /// nothing to escape). The spool's writer thread calls this for a whole group commit
+    /// between two syncs, so the seals are written straight from the tree's hashes.
+    pub fn seal(&self, leaves: &[[u8; 32]]) -> Vec<Vec<u8>> {
+        let Ok(count) = u32::try_from(leaves.len()) else {
+            return Vec::new();
         };
-        if lead {
-            shared.sign_pending();
-        } else if begun {
-            shared.begun.notify_one();
-        }
-        let (signature, batch) = loop {
-            tokio::select! {
-                biased;
-                signed = &mut answer => break signed.map_err(|_| SignerStopped::Stopped)?,
-                () = tokio::time::sleep_until(wake.into()) => {
-                    // Due, and no one has signed this batch: sign it here. Someone may be
-                    // signing an earlier batch now; look again an interval later.
-                    let now = Instant::now();
-                    if shared.lock().take_lead(now) {
-                        shared.sign_pending();
+        let levels = merkle_levels(leaves);
+        let Some(root) = levels.last().map(|top| top[0]) else {
+            return Vec::new();
+        };
+        let signature = self.key.sign_root(count, &root);
+        let depth = levels.len();
+        (0..leaves.len())
+            .map(|index| {
+                let mut out =
+                    Vec::with_capacity(self.key_id.len() + 2 * (64 + 32) + 96 + 67 * depth);
+                out.extend_from_slice(b",\"key_id\":\"");
+                out.extend_from_slice(self.key_id.as_bytes());
+                out.extend_from_slice(b"\",\"signature\":\"");
+                push_hex(&mut out, &signature);
+                out.extend_from_slice(b"\",\"batch\":{\"root\":\"");
+                push_hex(&mut out, &root);
+                out.extend_from_slice(b"\",\"index\":");
+                out.extend_from_slice(index.to_string().as_bytes());
+                out.extend_from_slice(b",\"count\":");
+                out.extend_from_slice(count.to_string().as_bytes());
+                out.extend_from_slice(b",\"path\":[");
+                for (i, hash) in path_of(&levels, index).enumerate() {
+                    if i > 0 {
+                        out.push(b',');
                     }
-                    wake = now + SIGN_INTERVAL;
+                    out.push(b'"');
+                    push_hex(&mut out, hash);
+                    out.push(b'"');
                 }
-            }
-        };
-        let signed = SignedManifest {
-            manifest,
-            key_id: self.inner.key_id.to_string(),
-            signature,
-            batch,
-        };
-        let encoded = EncodedManifest::new(signed, &canonical)?;
-        Ok((encoded, isometer_core::to_hex(&digest)))
+                out.extend_from_slice(b"]}}");
+                out
+            })
+            .collect()
     }
 }
 
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
-        // The state stays consistent even if a holder panicked: take it back.
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0x0f)]);
+    }
+}
+
+/// The opening of a signed manifest's JSON, before the manifest's canonical bytes.
+pub(crate) const HEAD: &str = "{\"manifest\":";
+
+/// A manifest encoded for signing: its canonical bytes (inside the opening of the signed
+/// manifest's JSON) and its leaf in a batch.
+#[derive(Debug, Clone)]
+pub struct Unsealed {
+    manifest: Manifest,
+    /// `{"manifest":` and the canonical bytes.
+    head: String,
+    digest: Hash,
+}
+
+/// A seal's fields, read back to give the answer a typed [`SignedManifest`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Seal {
+    key_id: String,
+    signature: String,
+    batch: BatchProof,
+}
+
+impl Unsealed {
+    pub fn new(manifest: Manifest) -> Result<Self, EncodeError> {
+        let canonical = manifest.canonical_bytes()?;
+        let digest = digest_of(&canonical);
+        let mut head = String::with_capacity(HEAD.len() + canonical.len() + 700);
+        head.push_str(HEAD);
+        head.push_str(std::str::from_utf8(&canonical).map_err(|e| {
+            EncodeError::from(<serde_json::Error as serde::de::Error>::custom(format!(
+                "the canonical bytes are not UTF-8: {e}"
+            )))
+        })?);
+        Ok(Unsealed {
+            manifest,
+            head,
+            digest,
+        })
     }
 
-    /// Signs the pending batch; the caller holds the lead.
-    fn sign_pending(&self) {
-        let jobs = std::mem::take(&mut self.lock().jobs);
-        let leaves: Vec<Hash> = jobs.iter().map(|j| j.leaf).collect();
-        let sealed = self.key.seal(&leaves);
-        let waiting = {
-            let mut pending = self.lock();
-            pending.signing = false;
-            pending.last_signed = Some(Instant::now());
-            pending.wake_timer()
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The signed manifest's JSON up to its seal: `{"manifest":` and the canonical bytes.
+    pub fn head(&self) -> &str {
+        &self.head
+    }
+
+    /// The manifest's leaf in a batch's Merkle tree.
+    pub fn leaf(&self) -> [u8; 32] {
+        leaf_hash(&self.digest)
+    }
+
+    /// sha256 of the canonical bytes, hex.
+    pub fn digest_hex(&self) -> String {
+        isometer_core::to_hex(&self.digest)
+    }
+
+    /// The signed manifest, given the seal [`BatchSigner::seal`] made for its leaf.
+    pub fn sealed(self, seal: &[u8]) -> Result<EncodedManifest, EncodeError> {
+        let fields: Seal = match seal.split_first() {
+            Some((b',', rest)) => {
+                let mut object = Vec::with_capacity(seal.len());
+                object.push(b'{');
+                object.extend_from_slice(rest);
+                serde_json::from_slice(&object)?
+            }
+            _ => {
+                return Err(<serde_json::Error as serde::de::Error>::custom(
+                    "a manifest's seal does not continue its JSON",
+                )
+                .into());
+            }
         };
-        if waiting {
-            // Jobs came while this batch was being signed: they are the next batch.
-            self.begun.notify_one();
-        }
-        for (job, sealed) in jobs.into_iter().zip(sealed) {
-            // A caller that went away no longer needs its signature.
-            let _ = job.reply.send(sealed);
-        }
-    }
-
-    /// The timer thread: signs each batch that was begun early once it falls due, unless
-    /// a caller has signed it first.
-    fn sign_when_due(&self) {
-        let mut pending = self.lock();
-        loop {
-            if pending.stopped {
-                return;
-            }
-            if pending.jobs.is_empty() || pending.signing {
-                pending.timer_parked = true;
-                pending = self
-                    .begun
-                    .wait(pending)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                pending.timer_parked = false;
-                continue;
-            }
-            let now = Instant::now();
-            if pending.take_lead(now) {
-                drop(pending);
-                self.sign_pending();
-                pending = self.lock();
-            } else {
-                let left = pending.due(now).saturating_duration_since(now);
-                pending = self
-                    .begun
-                    .wait_timeout(pending, left)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .0;
-            }
-        }
+        let mut json = self.head;
+        json.push_str(std::str::from_utf8(seal).map_err(|e| {
+            EncodeError::from(<serde_json::Error as serde::de::Error>::custom(format!(
+                "a manifest's seal is not UTF-8: {e}"
+            )))
+        })?);
+        let signed = SignedManifest {
+            manifest: self.manifest,
+            key_id: fields.key_id,
+            signature: fields.signature,
+            batch: fields.batch,
+        };
+        EncodedManifest::from_json(signed, json)
     }
 }
 
@@ -265,94 +200,46 @@ impl Shared {
 mod tests {
     use super::*;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_manifests_share_signatures_and_each_verifies() {
-        let (_dir, signer) = crate::tests::signer();
-        let tasks: Vec<_> = (0..2000)
-            .map(|i| {
-                let signer = signer.clone();
-                tokio::spawn(async move {
-                    let mut m = crate::tests::manifest();
-                    m.task_id = format!("t{i}");
-                    signer.sign(m).await.expect("signed")
-                })
-            })
-            .collect();
-        let mut batches = std::collections::HashSet::new();
-        for task in tasks {
-            let signed = task.await.expect("joined");
-            signed.verify(signer.trusted()).expect("verifies");
-            batches.insert(signed.batch.root.clone());
-        }
-        assert!(
-            batches.len() < 2000,
-            "2000 manifests took {} signatures: no batching",
-            batches.len()
-        );
+    fn unsealed(i: usize) -> Unsealed {
+        let mut m = crate::tests::manifest();
+        m.task_id = format!("t{i}");
+        Unsealed::new(m).expect("encoded")
     }
 
-    #[tokio::test]
-    async fn a_lone_manifest_is_signed_at_once() {
+    #[test]
+    fn every_manifest_of_a_sealed_batch_verifies_and_reads_back() {
         let (_dir, signer) = crate::tests::signer();
-        for i in 0..3 {
-            let t = Instant::now();
-            // The first is signed on arrival; the next ones come within the interval and
-            // wait it out on their own timer, with no other caller to lead them.
-            let signed = tokio::time::timeout(
-                Duration::from_secs(1),
-                signer.sign(crate::tests::manifest()),
-            )
-            .await
-            .unwrap_or_else(|_| panic!("{i}: not signed within a second"))
-            .expect("signed");
-            assert_eq!(signed.batch.count, 1);
-            assert!(
-                t.elapsed() < Duration::from_millis(100),
-                "{i}: {:?}",
-                t.elapsed()
-            );
-            signed.verify(signer.trusted()).expect("verifies");
+        for n in [1usize, 2, 3, 7, 64] {
+            let manifests: Vec<Unsealed> = (0..n).map(unsealed).collect();
+            let leaves: Vec<[u8; 32]> = manifests.iter().map(Unsealed::leaf).collect();
+            let seals = signer.seal(&leaves);
+            assert_eq!(seals.len(), n);
+            let mut roots = std::collections::HashSet::new();
+            for (i, (m, seal)) in manifests.into_iter().zip(&seals).enumerate() {
+                let signed = m.sealed(seal).expect("sealed");
+                signed.verify(signer.trusted()).expect("verifies");
+                assert_eq!(
+                    (signed.batch.index, signed.batch.count),
+                    (i as u32, n as u32)
+                );
+                roots.insert(signed.batch.root.clone());
+                let json = signed.to_json().expect("json");
+                assert_eq!(json, serde_json::to_string(&*signed).expect("serde's"));
+                let back: SignedManifest = serde_json::from_str(&json).expect("reads back");
+                assert_eq!(back, *signed);
+            }
+            assert_eq!(roots.len(), 1, "one root per batch");
         }
     }
 
     #[test]
-    fn a_batch_begun_early_is_signed_by_the_timer_thread_alone() {
+    fn a_seal_made_for_another_leaf_does_not_verify() {
         let (_dir, signer) = crate::tests::signer();
-        let shared = signer.inner.shared.clone();
-        // A batch begun right after a signature, by a caller with no runtime and no timer
-        // of its own: only the timer thread can sign it.
-        let (reply, mut answer) = oneshot::channel();
-        {
-            let mut pending = shared.lock();
-            pending.last_signed = Some(Instant::now());
-            pending.jobs.push(Job {
-                leaf: [7; 32],
-                reply,
-            });
-        }
-        shared.begun.notify_one();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let (_signature, batch) = loop {
-            match answer.try_recv() {
-                Ok(signed) => break signed,
-                Err(oneshot::error::TryRecvError::Empty) => {
-                    assert!(Instant::now() < deadline, "not signed within 5 s");
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(e) => panic!("{e}"),
-            }
-        };
-        assert_eq!(batch.count, 1);
-        assert!(shared.lock().jobs.is_empty());
-
-        // The thread ends with the last handle and lets go of what it shared.
-        drop(signer);
-        while Arc::strong_count(&shared) > 1 {
-            assert!(
-                Instant::now() < deadline,
-                "the timer thread outlived its signer"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let (a, b) = (unsealed(1), unsealed(2));
+        let seals = signer.seal(&[a.leaf(), b.leaf()]);
+        let swapped = a.sealed(&seals[1]).expect("reads");
+        assert!(swapped.verify(signer.trusted()).is_err());
+        assert!(b.clone().sealed(b"{}").is_err(), "not a seal");
+        assert!(b.sealed(b",\"key_id\":1}").is_err(), "not a seal's fields");
     }
 }

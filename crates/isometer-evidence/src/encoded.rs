@@ -2,10 +2,11 @@
 //!
 //! A task's manifest goes out three ways: its canonical bytes are hashed and signed, its
 //! JSON is stored with the task's rows, and the same JSON is part of the task's answer.
-//! [`EncodedManifest`] builds the stored and answered JSON around the canonical bytes the
-//! signature covers, so the manifest is encoded once, however many times it is written.
+//! The stored and answered JSON is built around the canonical bytes the signature covers
+//! ([`crate::Unsealed`] and its seal), so the manifest is encoded once, however many times
+//! it is written; [`EncodedManifest`] keeps that JSON beside the typed manifest.
 
-use crate::{BatchProof, EncodeError, SignedManifest};
+use crate::{EncodeError, SignedManifest};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
@@ -19,13 +20,11 @@ pub struct EncodedManifest {
 }
 
 impl EncodedManifest {
-    /// `signed`, with its JSON built around `canonical`, the manifest's canonical bytes.
-    pub(crate) fn new(signed: SignedManifest, canonical: &[u8]) -> Result<Self, EncodeError> {
-        let json = encode(canonical, &signed.key_id, &signed.signature, &signed.batch)?;
-        let json = RawValue::from_string(json)?;
+    /// `signed`, whose JSON (as `serde_json` writes it) is `json`.
+    pub(crate) fn from_json(signed: SignedManifest, json: String) -> Result<Self, EncodeError> {
         Ok(EncodedManifest {
             signed,
-            json: Some(json),
+            json: Some(RawValue::from_string(json)?),
         })
     }
 
@@ -40,31 +39,6 @@ impl EncodedManifest {
     pub fn into_signed(self) -> SignedManifest {
         self.signed
     }
-}
-
-/// The JSON `serde_json` writes for a [`SignedManifest`] (its fields in declaration order),
-/// with `canonical` as the manifest's.
-fn encode(
-    canonical: &[u8],
-    key_id: &str,
-    signature: &str,
-    batch: &BatchProof,
-) -> Result<String, EncodeError> {
-    let mut out = Vec::with_capacity(canonical.len() + 160 + 68 * batch.path.len());
-    out.extend_from_slice(b"{\"manifest\":");
-    out.extend_from_slice(canonical);
-    out.extend_from_slice(b",\"key_id\":");
-    serde_json::to_writer(&mut out, key_id)?;
-    out.extend_from_slice(b",\"signature\":");
-    serde_json::to_writer(&mut out, signature)?;
-    out.extend_from_slice(b",\"batch\":");
-    serde_json::to_writer(&mut out, batch)?;
-    out.push(b'}');
-    String::from_utf8(out).map_err(|e| {
-        EncodeError::from(<serde_json::Error as serde::de::Error>::custom(format!(
-            "the canonical bytes are not UTF-8: {e}"
-        )))
-    })
 }
 
 impl std::ops::Deref for EncodedManifest {
@@ -104,23 +78,24 @@ impl<'de> Deserialize<'de> for EncodedManifest {
 
 #[cfg(test)]
 mod tests {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_built_json_is_what_serde_writes_and_reads_back() {
+    use crate::{SignedManifest, Unsealed};
+
+    #[test]
+    fn the_built_json_is_what_serde_writes_and_reads_back() {
         let (_dir, signer) = crate::tests::signer();
-        // Batches of several, so proofs carry paths; names that JSON must escape.
-        let tasks: Vec<_> = (0..64)
+        // A batch of several, so proofs carry paths; names that JSON must escape.
+        let manifests: Vec<Unsealed> = (0..64)
             .map(|i| {
-                let signer = signer.clone();
-                tokio::spawn(async move {
-                    let mut m = crate::tests::manifest();
-                    m.task_id = format!("t{i} \"quoted\" \\ tab\t é ✓");
-                    signer.sign_with_digest(m).await.expect("signed").0
-                })
+                let mut m = crate::tests::manifest();
+                m.task_id = format!("t{i} \"quoted\" \\ tab\t é ✓");
+                Unsealed::new(m).expect("encoded")
             })
             .collect();
-        let mut longest_path = 0;
-        for task in tasks {
-            let encoded = task.await.expect("joined");
+        let leaves: Vec<[u8; 32]> = manifests.iter().map(Unsealed::leaf).collect();
+        let seals = signer.seal(&leaves);
+        for (unsealed, seal) in manifests.into_iter().zip(&seals) {
+            let encoded = unsealed.sealed(seal).expect("sealed");
+            assert!(!encoded.batch.path.is_empty());
             let json = encoded.to_json().expect("json");
             assert_eq!(json, serde_json::to_string(&*encoded).expect("serde's"));
             assert_eq!(
@@ -130,9 +105,8 @@ mod tests {
             );
             let back: super::EncodedManifest = serde_json::from_str(&json).expect("reads back");
             assert_eq!(back, encoded);
-            back.verify(signer.trusted()).expect("verifies");
-            longest_path = longest_path.max(encoded.batch.path.len());
+            let signed: SignedManifest = back.into_signed();
+            signed.verify(signer.trusted()).expect("verifies");
         }
-        assert!(longest_path > 0, "no manifest shared a batch");
     }
 }

@@ -10,7 +10,7 @@ mod batch;
 mod encoded;
 mod signing;
 
-pub use batch::{BatchSigner, SIGN_INTERVAL, SignerStopped};
+pub use batch::{BatchSigner, Unsealed};
 pub use encoded::EncodedManifest;
 pub use signing::{BatchProof, EvidenceKey, KeyError, SignedManifest, TrustedKeys, VerifyError};
 
@@ -155,8 +155,7 @@ mod tests {
     /// A batch signer over a fresh key; the key's directory lives as long as the guard.
     pub(crate) fn signer() -> (tempfile::TempDir, BatchSigner) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let signer = BatchSigner::new(EvidenceKey::load_or_create(dir.path()).expect("key"))
-            .expect("signer");
+        let signer = BatchSigner::new(EvidenceKey::load_or_create(dir.path()).expect("key"));
         (dir, signer)
     }
 

@@ -80,21 +80,12 @@ fn signed_message(count: u32, root: &Hash) -> Vec<u8> {
     message
 }
 
-/// The root of `leaves` and, for each leaf, its sibling path.
-pub(crate) fn merkle(leaves: &[Hash]) -> (Hash, Vec<Vec<Hash>>) {
-    let mut paths = vec![Vec::new(); leaves.len()];
-    let mut level = leaves.to_vec();
-    // Which node of the current level each leaf is under.
-    let mut position: Vec<usize> = (0..leaves.len()).collect();
-    while level.len() > 1 {
-        for (leaf, pos) in position.iter_mut().enumerate() {
-            let sibling = *pos ^ 1;
-            if sibling < level.len() {
-                paths[leaf].push(level[sibling]);
-            }
-            *pos /= 2;
-        }
-        level = level
+/// The levels of the Merkle tree over `leaves`: the leaves first, the root (alone) last;
+/// a level with an odd count carries its last node up unchanged. No leaves: no levels.
+pub(crate) fn merkle_levels(leaves: &[Hash]) -> Vec<Vec<Hash>> {
+    let mut levels = vec![leaves.to_vec()];
+    while let Some(level) = levels.last().filter(|l| l.len() > 1) {
+        let up = level
             .chunks(2)
             .map(|pair| match pair {
                 [left, right] => node_hash(left, right),
@@ -102,8 +93,31 @@ pub(crate) fn merkle(leaves: &[Hash]) -> (Hash, Vec<Vec<Hash>>) {
                 _ => unreachable!("chunks of two"),
             })
             .collect();
+        levels.push(up);
     }
-    (level.first().copied().unwrap_or([0; 32]), paths)
+    if leaves.is_empty() {
+        levels.clear();
+    }
+    levels
+}
+
+/// The sibling hashes from leaf `index` up to the root; levels where its node has no
+/// sibling are skipped.
+pub(crate) fn path_of(levels: &[Vec<Hash>], index: usize) -> impl Iterator<Item = &Hash> {
+    levels
+        .iter()
+        .enumerate()
+        .filter_map(move |(depth, level)| level.get((index >> depth) ^ 1))
+}
+
+/// The root of `leaves` and, for each leaf, its sibling path.
+pub(crate) fn merkle(leaves: &[Hash]) -> (Hash, Vec<Vec<Hash>>) {
+    let levels = merkle_levels(leaves);
+    let root = levels.last().map_or([0; 32], |top| top[0]);
+    let paths = (0..leaves.len())
+        .map(|i| path_of(&levels, i).copied().collect())
+        .collect();
+    (root, paths)
 }
 
 /// The root a leaf's path leads to, or `None` when the path does not fit the shape.
@@ -279,11 +293,16 @@ impl EvidenceKey {
             .collect())
     }
 
+    /// The signature over a tree of `count` leaves with this root.
+    pub(crate) fn sign_root(&self, count: u32, root: &Hash) -> [u8; 64] {
+        self.signing.sign(&signed_message(count, root)).to_bytes()
+    }
+
     /// One signature over the tree of `leaves`, and each leaf's proof.
     pub(crate) fn seal(&self, leaves: &[Hash]) -> Vec<(String, BatchProof)> {
         let count = u32::try_from(leaves.len()).expect("a batch of fewer than 2^32 manifests");
         let (root, paths) = merkle(leaves);
-        let signature = to_hex(&self.signing.sign(&signed_message(count, &root)).to_bytes());
+        let signature = to_hex(&self.sign_root(count, &root));
         let root = to_hex(&root);
         paths
             .into_iter()

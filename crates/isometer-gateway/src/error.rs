@@ -25,6 +25,4 @@ pub enum GatewayError {
     Store(#[from] isometer_store::StoreError),
     #[error(transparent)]
     Evidence(#[from] isometer_evidence::EncodeError),
-    #[error("cannot sign evidence: {0}")]
-    Signing(#[from] isometer_evidence::SignerStopped),
 }

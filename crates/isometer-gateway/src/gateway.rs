@@ -18,12 +18,14 @@ use isometer_core::{
     Clock, Money, Outcome, RetryStop, TaskControl, TaskRecord, UsageEvent, Verdict, event_id,
     sha256_hex,
 };
-use isometer_evidence::{BatchSigner, EgressEntry, MANIFEST_VERSION, Manifest, PoisoningHit};
+use isometer_evidence::{
+    BatchSigner, EgressEntry, MANIFEST_VERSION, Manifest, PoisoningHit, Unsealed,
+};
 use isometer_policy::{
     Config, Fallback, OnPoisoning, Policy, RateCard, SecretSource, Tenant, Tier,
 };
 use isometer_runtime::{Artifact, AttemptEnv, ExecutionReport, Limits, Runtime, TaskContext};
-use isometer_store::{ManifestRecord, UsageWriter};
+use isometer_store::{GroupSealer, ManifestRecord, UsageWriter};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -42,6 +44,8 @@ pub struct Gateway {
     runtime: Runtime,
     writer: UsageWriter,
     signer: BatchSigner,
+    /// The signer, sealing each group commit of the spool.
+    sealer: Arc<Sealer>,
     credentials: Arc<Credentials>,
     clock: Arc<dyn Clock>,
     approvals: Approvals,
@@ -51,6 +55,17 @@ pub struct Gateway {
     caps: LoopCapper,
     idempotency: Arc<Idempotency>,
     metrics: Metrics,
+}
+
+/// The evidence signer as the spool's sealer: every manifest of a group commit is signed
+/// with one signature.
+#[derive(Debug)]
+struct Sealer(BatchSigner);
+
+impl GroupSealer for Sealer {
+    fn seal(&self, leaves: &[[u8; 32]]) -> Vec<Vec<u8>> {
+        self.0.seal(leaves)
+    }
 }
 
 /// One configuration version ready to run: every tool loaded, every egress allowlist
@@ -134,6 +149,7 @@ impl Gateway {
             previous: Mutex::new(Vec::new()),
             runtime,
             writer,
+            sealer: Arc::new(Sealer(signer.clone())),
             signer,
             credentials,
             metrics: Metrics::default(),
@@ -538,7 +554,7 @@ impl Gateway {
             }
             _ => None,
         };
-        let cost: Money = attempts.iter().map(|a| a.signed.manifest.cost).sum();
+        let cost: Money = attempts.iter().map(|a| a.evidence.manifest().cost).sum();
         let ran = attempts.iter().any(|a| a.ran);
         self.caps.settle(&plan.tenant_id, &plan.run_id, cost, ran);
         self.finish(plan, attempts, control, fallback, admit).await
@@ -554,9 +570,7 @@ impl Gateway {
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
         let report = ExecutionReport::not_run(Outcome::Capped, detail);
-        let sealed = self
-            .seal(&plan, report, None, self.clock.now(), Vec::new())
-            .await?;
+        let sealed = self.seal(&plan, report, None, self.clock.now(), Vec::new())?;
         let control = TaskControl {
             cap: Some(info.cap),
             avoided_cost: info.avoided_cost,
@@ -583,9 +597,7 @@ impl Gateway {
         let suffix: u32 = rand::random();
         plan.task_id = format!("{task_id}:throttled:{suffix:08x}");
         let report = ExecutionReport::not_run(Outcome::Throttled, refusal.reason);
-        let sealed = self
-            .seal(&plan, report, None, self.clock.now(), Vec::new())
-            .await?;
+        let sealed = self.seal(&plan, report, None, self.clock.now(), Vec::new())?;
         let mut response = self
             .finish(plan, vec![sealed], TaskControl::default(), None, waited)
             .await?;
@@ -702,11 +714,14 @@ impl Gateway {
                 plan.task_id
             )));
         };
-        let total_cost: Money = attempts.iter().map(|a| a.signed.manifest.cost).sum();
+        let total_cost: Money = attempts.iter().map(|a| a.evidence.manifest().cost).sum();
         let mut events = Vec::with_capacity(attempts.len());
         let mut evidence = Vec::with_capacity(attempts.len());
+        let mut leaves = Vec::with_capacity(attempts.len());
+        let mut digests = Vec::with_capacity(attempts.len());
         for sealed in &attempts {
-            let manifest = &sealed.signed.manifest;
+            let manifest = sealed.evidence.manifest();
+            let digest = sealed.evidence.digest_hex();
             let id = event_id(&plan.task_id, manifest.attempt);
             events.push(UsageEvent {
                 event_id: id.clone(),
@@ -743,13 +758,15 @@ impl Gateway {
                 policy_version: plan.loaded.config.version.clone(),
                 outcome: manifest.outcome,
                 verdict: manifest.verdict,
-                key_id: sealed.signed.key_id.clone(),
-                digest: sealed.digest.clone(),
-                signed: sealed.signed.to_json()?,
+                key_id: self.signer.key_id().to_owned(),
+                digest: digest.clone(),
+                signed: sealed.evidence.head().to_owned(),
                 input: plan.input.clone(),
                 output: sealed.report.stdout.clone(),
                 logs: sealed.report.stderr.clone(),
             });
+            leaves.push(sealed.evidence.leaf());
+            digests.push(digest);
         }
         let record = TaskRecord {
             task_id: plan.task_id.clone(),
@@ -770,13 +787,13 @@ impl Gateway {
             control: control.clone(),
         };
         let recording = Instant::now();
-        self.writer
-            .record_with_evidence(events, record, evidence)
+        let seals = self
+            .writer
+            .record_sealed(events, record, evidence, leaves, self.sealer.clone())
             .await?;
         let timing = TaskTiming {
             admit,
             run: attempts.iter().map(|a| a.timing.run).sum(),
-            sign: attempts.iter().map(|a| a.timing.sign).sum(),
             record: recording.elapsed(),
         };
 
@@ -784,7 +801,7 @@ impl Gateway {
         let currency = plan.currency();
         let output = match fallback {
             Some(body) => body,
-            None if last.signed.manifest.output_withheld => serde_json::Value::Null,
+            None if last.evidence.manifest().output_withheld => serde_json::Value::Null,
             None => output_value(&last.report.stdout),
         };
         Ok(TaskResponse {
@@ -799,19 +816,23 @@ impl Gateway {
             output,
             attempts: attempts
                 .into_iter()
-                .map(|sealed| AttemptSummary {
-                    attempt: sealed.signed.manifest.attempt,
-                    outcome: sealed.report.outcome,
-                    exit_code: sealed.report.exit_code,
-                    usage: sealed.report.usage,
-                    cost: sealed.signed.manifest.cost,
-                    policy_id: sealed.signed.manifest.policy_id.clone(),
-                    stderr: String::from_utf8_lossy(&sealed.report.stderr).into_owned(),
-                    detail: sealed.report.detail,
-                    manifest_digest: sealed.digest,
-                    manifest: sealed.signed,
+                .zip(seals.iter().zip(digests))
+                .map(|(sealed, (seal, digest))| {
+                    let manifest = sealed.evidence.manifest();
+                    Ok(AttemptSummary {
+                        attempt: manifest.attempt,
+                        outcome: sealed.report.outcome,
+                        exit_code: sealed.report.exit_code,
+                        usage: sealed.report.usage,
+                        cost: manifest.cost,
+                        policy_id: manifest.policy_id.clone(),
+                        stderr: String::from_utf8_lossy(&sealed.report.stderr).into_owned(),
+                        detail: sealed.report.detail,
+                        manifest_digest: digest,
+                        manifest: sealed.evidence.sealed(seal)?,
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, GatewayError>>()?,
             total_cost,
             currency,
             approval: plan
@@ -903,30 +924,26 @@ impl Gateway {
                 "the artifact of tool `{}` is not usable: {reason}",
                 plan.tool_id
             );
-            return self
-                .seal(
-                    plan,
-                    ExecutionReport::not_run(Outcome::InvalidArtifact, detail),
-                    None,
-                    self.clock.now(),
-                    Vec::new(),
-                )
-                .await;
+            return self.seal(
+                plan,
+                ExecutionReport::not_run(Outcome::InvalidArtifact, detail),
+                None,
+                self.clock.now(),
+                Vec::new(),
+            );
         }
         let Some((policy, artifact)) = policy.zip(plan.loaded.artifacts.get(&plan.tool_id)) else {
             let detail = format!(
                 "no policy allows tool `{}` for tier `{}`",
                 plan.tool_id, tenant.tier
             );
-            return self
-                .seal(
-                    plan,
-                    ExecutionReport::not_run(Outcome::PolicyDenied, detail),
-                    None,
-                    self.clock.now(),
-                    Vec::new(),
-                )
-                .await;
+            return self.seal(
+                plan,
+                ExecutionReport::not_run(Outcome::PolicyDenied, detail),
+                None,
+                self.clock.now(),
+                Vec::new(),
+            );
         };
         // A tool whose descriptor carries instructions for the agent: recorded, and under
         // a denying policy the tool does not run.
@@ -948,15 +965,13 @@ impl Gateway {
                 plan.tool_id,
                 rules.join(", ")
             );
-            return self
-                .seal(
-                    plan,
-                    ExecutionReport::not_run(Outcome::PolicyDenied, detail),
-                    None,
-                    self.clock.now(),
-                    descriptor,
-                )
-                .await;
+            return self.seal(
+                plan,
+                ExecutionReport::not_run(Outcome::PolicyDenied, detail),
+                None,
+                self.clock.now(),
+                descriptor,
+            );
         }
         let limits = policy_limits(policy);
         let env = AttemptEnv {
@@ -986,23 +1001,22 @@ impl Gateway {
         // The attempt is over: its credentials are worth nothing from now on.
         self.credentials
             .revoke_attempt(&plan.task_id, u32::from(plan.attempt));
-        let mut sealed = self
-            .seal(
-                plan,
-                report,
-                Some((policy, artifact.hash())),
-                started,
-                descriptor,
-            )
-            .await?;
+        let mut sealed = self.seal(
+            plan,
+            report,
+            Some((policy, artifact.hash())),
+            started,
+            descriptor,
+        )?;
         sealed.timing.run = ran_for;
         Ok(sealed)
     }
 
-    /// The attempt's manifest, checked for completeness (failing closed) and signed.
+    /// The attempt's manifest, checked for completeness (failing closed) and encoded for
+    /// signing (it is signed with the task's record, in the spool's group commit).
     /// `ran`: the policy and the artifact's hash, when the attempt ran. `poisoning`: the
     /// descriptor's hits; the content's are taken from the egress calls.
-    async fn seal(
+    fn seal(
         &self,
         plan: &AttemptPlan,
         mut report: ExecutionReport,
@@ -1098,19 +1112,13 @@ impl Gateway {
             manifest.verdict = Verdict::Deny;
             manifest.output_withheld = true;
         }
-        let signing = Instant::now();
-        let (signed, digest) = self.signer.sign_with_digest(manifest).await?;
         Ok(SealedAttempt {
             report,
             ran: ran.is_some(),
             started,
             finished,
-            digest,
-            signed,
-            timing: TaskTiming {
-                sign: signing.elapsed(),
-                ..TaskTiming::default()
-            },
+            evidence: Unsealed::new(manifest)?,
+            timing: TaskTiming::default(),
         })
     }
 }
@@ -1338,9 +1346,7 @@ impl Gateway {
             loaded: self.loaded(),
         };
         let report = ExecutionReport::not_run(outcome, detail);
-        let sealed = self
-            .seal(&plan, report, None, self.clock.now(), Vec::new())
-            .await?;
+        let sealed = self.seal(&plan, report, None, self.clock.now(), Vec::new())?;
         let (tenant, task) = (plan.tenant_id.clone(), plan.task_id.clone());
         let response = self
             .finish(
@@ -1432,7 +1438,7 @@ impl AttemptPlan {
     }
 }
 
-/// One attempt with its signed evidence.
+/// One attempt with its evidence, ready to be signed and recorded.
 #[derive(Debug)]
 pub struct SealedAttempt {
     /// What the runtime reported; after a fail-closed check, the outcome is
@@ -1442,10 +1448,9 @@ pub struct SealedAttempt {
     pub ran: bool,
     pub started: chrono::DateTime<chrono::Utc>,
     pub finished: chrono::DateTime<chrono::Utc>,
-    /// sha256 of the manifest's canonical bytes.
-    pub digest: String,
-    pub signed: isometer_evidence::EncodedManifest,
-    /// The attempt's time in its isolate (`run`) and waiting for its signature (`sign`).
+    /// The attempt's manifest, encoded; signed when the task is recorded.
+    pub evidence: Unsealed,
+    /// The attempt's time in its isolate (`run`).
     pub timing: TaskTiming,
 }
 

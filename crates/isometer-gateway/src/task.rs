@@ -105,23 +105,20 @@ pub struct TaskTiming {
     pub admit: Duration,
     /// The attempts in their isolates, from instantiation to exit.
     pub run: Duration,
-    /// Waiting for the attempts' manifests to be signed (batches are signed at most
-    /// every `isometer_evidence::SIGN_INTERVAL`).
-    pub sign: Duration,
-    /// Recording the task: until its usage and evidence are durable in the spool.
+    /// Recording the task: until its usage and evidence are signed (with the rest of
+    /// the spool's group commit) and durable in the spool.
     pub record: Duration,
 }
 
 impl TaskTiming {
     /// The stages as `Server-Timing` metrics (milliseconds), e.g.
-    /// `admit;dur=0.00, run;dur=0.08, sign;dur=0.21, record;dur=0.74`.
+    /// `admit;dur=0.00, run;dur=0.08, record;dur=0.95`.
     pub fn server_timing(&self) -> String {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         format!(
-            "admit;dur={:.2}, run;dur={:.2}, sign;dur={:.2}, record;dur={:.2}",
+            "admit;dur={:.2}, run;dur={:.2}, record;dur={:.2}",
             ms(self.admit),
             ms(self.run),
-            ms(self.sign),
             ms(self.record)
         )
     }

@@ -29,7 +29,8 @@ pub use migrate::{Migration, MigrationReport};
 pub use queries::{OutcomeCount, Reconciliation, TenantSummary, Totals};
 pub use rows::ManifestRecord;
 pub use spool::{
-    Spool, SpoolError, SpoolOptions, SpoolReader, SpoolRecord, SpoolStatus, remove_in_steps,
+    GroupSealer, Spool, SpoolError, SpoolOptions, SpoolReader, SpoolRecord, SpoolStatus,
+    remove_in_steps,
 };
 pub use synthetic::{SYNTHETIC_USE_CASES, SyntheticCounts};
 pub use writer::{UsageWriter, WriterOptions, WriterStatus, spool_status};

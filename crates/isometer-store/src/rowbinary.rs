@@ -26,8 +26,13 @@ struct RawRow {
     len: usize,
     /// Offset of the `batch_id` column within the row.
     batch_at: usize,
+    /// Offset of the column a seal completes ([`SEALED_COLUMN`]) within the row, if any.
+    sealed_at: Option<usize>,
     day: u16,
 }
+
+/// The column that a record's seal (see the spool) completes: the manifest's JSON.
+pub(crate) const SEALED_COLUMN: &str = "signed";
 
 impl RawRows {
     pub(crate) fn len(&self) -> usize {
@@ -71,8 +76,10 @@ impl RawRows {
         let mut serializer = RowSerializer {
             out: &mut self.bytes,
             batch_at: None,
+            sealed_at: None,
         };
         row.serialize(&mut serializer)?;
+        let sealed_at = serializer.sealed_at.map(|at| at - start);
         let batch_at = serializer
             .batch_at
             .ok_or_else(|| StoreError::Corrupt(format!("{} rows have no batch_id", T::TABLE)))?;
@@ -80,6 +87,7 @@ impl RawRows {
             start,
             len: self.bytes.len() - start,
             batch_at: batch_at - start,
+            sealed_at,
             day: row.day(),
         });
         Ok(())
@@ -96,9 +104,45 @@ impl RawRows {
             start: self.bytes.len(),
             len: row.len(),
             batch_at,
+            sealed_at: None,
             day,
         });
         self.bytes.extend_from_slice(row);
+        Ok(())
+    }
+
+    /// [`RawRows::push_raw`] with `seal` appended to the string at `sealed_at`.
+    fn push_sealed_raw(
+        &mut self,
+        row: &[u8],
+        batch_at: usize,
+        day: u16,
+        sealed_at: usize,
+        seal: &[u8],
+    ) -> Result<(), StoreError> {
+        let misplaced = || StoreError::Corrupt("a spooled row's sealed column is misplaced".into());
+        let (len, width) = leb128_at(row, sealed_at).ok_or_else(misplaced)?;
+        let end = (sealed_at + width)
+            .checked_add(len)
+            .filter(|&end| end <= batch_at && batch_at + 8 <= row.len())
+            .ok_or_else(misplaced)?;
+        if key_of(row).is_none() || sealed_at == 0 {
+            return Err(misplaced());
+        }
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(&row[..sealed_at]);
+        put_leb128(&mut self.bytes, (len + seal.len()) as u64);
+        self.bytes.extend_from_slice(&row[sealed_at + width..end]);
+        self.bytes.extend_from_slice(seal);
+        self.bytes.extend_from_slice(&row[end..]);
+        let grown = self.bytes.len() - start - row.len();
+        self.rows.push(RawRow {
+            start,
+            len: row.len() + grown,
+            batch_at: batch_at + grown,
+            sealed_at: None,
+            day,
+        });
         Ok(())
     }
 
@@ -153,6 +197,51 @@ impl RawRows {
         }
     }
 
+    /// [`RawRows::encode`] for rows to be sealed in the spool: each row's entry also has,
+    /// after its day, the offset of its [`SEALED_COLUMN`].
+    pub(crate) fn encode_sealed(&self, out: &mut Vec<u8>) -> Result<(), StoreError> {
+        put_u32(out, self.rows.len());
+        for r in &self.rows {
+            let sealed_at = r
+                .sealed_at
+                .ok_or_else(|| StoreError::Corrupt(format!("a row has no {SEALED_COLUMN}")))?;
+            put_u32(out, r.len);
+            put_u32(out, r.batch_at);
+            out.extend_from_slice(&r.day.to_le_bytes());
+            put_u32(out, sealed_at);
+            out.extend_from_slice(&self.bytes[r.start..r.start + r.len]);
+        }
+        Ok(())
+    }
+
+    /// Reads rows written by [`RawRows::encode_sealed`], followed by one seal per row
+    /// (`len u32 | bytes`, as the spool writes them), from the front of `input`; each
+    /// row's sealed column gets its seal appended.
+    pub(crate) fn decode_sealed_into(&mut self, input: &mut &[u8]) -> Result<(), StoreError> {
+        let count = take_u32(input)?;
+        let mut rows = Vec::with_capacity(count.min(64));
+        for _ in 0..count {
+            let len = take_u32(input)?;
+            let batch_at = take_u32(input)?;
+            let day = u16::from_le_bytes(take(input, 2)?.try_into().unwrap_or_default());
+            let sealed_at = take_u32(input)?;
+            rows.push((take(input, len)?, batch_at, day, sealed_at));
+        }
+        for (row, batch_at, day, sealed_at) in rows {
+            let len = take_u32(input)?;
+            let seal = take(input, len)?;
+            self.push_sealed_raw(row, batch_at, day, sealed_at, seal)?;
+        }
+        if input.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt(format!(
+                "{} bytes follow a record's seals",
+                input.len()
+            )))
+        }
+    }
+
     /// Reads rows written by [`RawRows::encode`] from the front of `input`.
     pub(crate) fn decode_into(&mut self, input: &mut &[u8]) -> Result<(), StoreError> {
         let count = take_u32(input)?;
@@ -185,18 +274,23 @@ fn take_u32(input: &mut &[u8]) -> Result<usize, StoreError> {
     Ok(u32::from_le_bytes(bytes.try_into().unwrap_or_default()) as usize)
 }
 
-/// The first column of a row: a LEB128 length and UTF-8 bytes.
-fn key_of(row: &[u8]) -> Option<&str> {
-    let (mut len, mut shift, mut at) = (0usize, 0u32, 0usize);
+/// The LEB128 number at `at` in `row`, and how many bytes it takes.
+fn leb128_at(row: &[u8], at: usize) -> Option<(usize, usize)> {
+    let (mut n, mut shift, mut width) = (0usize, 0u32, 0usize);
     loop {
-        let byte = *row.get(at)?;
-        at += 1;
-        len |= usize::from(byte & 0x7f).checked_shl(shift)?;
+        let byte = *row.get(at + width)?;
+        width += 1;
+        n |= usize::from(byte & 0x7f).checked_shl(shift)?;
         if byte & 0x80 == 0 {
-            break;
+            return Some((n, width));
         }
         shift += 7;
     }
+}
+
+/// The first column of a row: a LEB128 length and UTF-8 bytes.
+fn key_of(row: &[u8]) -> Option<&str> {
+    let (len, at) = leb128_at(row, 0)?;
     std::str::from_utf8(row.get(at..at.checked_add(len)?)?).ok()
 }
 
@@ -219,10 +313,12 @@ impl ser::Error for StoreError {
 }
 
 /// RowBinary of the types our rows use: integers, floats, strings, bytes, `Option`
-/// (Nullable) and flat structs. It notes where the `batch_id` field starts.
+/// (Nullable) and flat structs. It notes where the `batch_id` field starts, and the
+/// [`SEALED_COLUMN`].
 struct RowSerializer<'a> {
     out: &'a mut Vec<u8>,
     batch_at: Option<usize>,
+    sealed_at: Option<usize>,
 }
 
 fn unsupported(what: &str) -> StoreError {
@@ -395,6 +491,8 @@ impl<'a> ser::SerializeStruct for &mut RowSerializer<'a> {
     ) -> Result<(), StoreError> {
         if key == "batch_id" {
             self.batch_at = Some(self.out.len());
+        } else if key == SEALED_COLUMN {
+            self.sealed_at = Some(self.out.len());
         }
         value.serialize(&mut **self)
     }

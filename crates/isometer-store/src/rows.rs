@@ -478,7 +478,8 @@ pub struct ManifestRecord {
     pub key_id: String,
     /// sha256 of the manifest's canonical bytes.
     pub digest: String,
-    /// The signed manifest, JSON.
+    /// The signed manifest, JSON. Recorded through [`crate::UsageWriter::record_sealed`],
+    /// the start of it, which the spool's seal completes.
     pub signed: String,
     pub input: Vec<u8>,
     pub output: Vec<u8>,

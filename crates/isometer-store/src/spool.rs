@@ -14,6 +14,12 @@
 //! shipper reads records back in order and releases whole segments once ClickHouse has
 //! them.
 //!
+//! A record may be appended *sealed* ([`Spool::append_sealed`]), with leaves (hashes of
+//! what it holds) and a [`GroupSealer`]: before writing a group, the writer thread hands
+//! the leaves of all its sealed records to their sealer at once (one signature for the
+//! whole group commit) and writes each record's seals after its payload, each as
+//! `len u32 LE | bytes`; its appender gets them back with the sequence number.
+//!
 //! A released segment is kept as a spare (`<n>.free`, up to
 //! [`SpoolOptions::spare_segments`]) and becomes a later segment: renamed, then written
 //! over from its start. So under steady load the spool writes into blocks the file system
@@ -168,12 +174,49 @@ impl Spares {
     }
 }
 
-/// Records one appender hands over together, and where to send their first sequence
-/// number once they are durable.
+/// Seals the sealed records of one group commit, on the spool's writer thread, before
+/// they are written (see the module's documentation). Closures
+/// `Fn(&[[u8; 32]]) -> Vec<Vec<u8>>` are sealers.
+pub trait GroupSealer: Send + Sync {
+    /// One seal per leaf, in order. Called once per group commit with the leaves of
+    /// every record it seals: keep it to one signature's worth of work.
+    fn seal(&self, leaves: &[[u8; 32]]) -> Vec<Vec<u8>>;
+}
+
+impl<F: Fn(&[[u8; 32]]) -> Vec<Vec<u8>> + Send + Sync> GroupSealer for F {
+    fn seal(&self, leaves: &[[u8; 32]]) -> Vec<Vec<u8>> {
+        self(leaves)
+    }
+}
+
+/// A sealed record's leaves, sealer and, once the writer has sealed its group, seals.
+struct Sealing {
+    sealer: Arc<dyn GroupSealer>,
+    leaves: Vec<[u8; 32]>,
+    seals: Option<Vec<Vec<u8>>>,
+}
+
+/// What an appender is answered once its records are durable: the first one's sequence
+/// number, and a sealed record's seals.
+type Appended = Result<(u64, Vec<Vec<u8>>), String>;
+
+/// Records one appender hands over together (one, when sealed), and where to send the
+/// answer once they are durable.
 struct Pending {
     records: Vec<(Vec<u8>, u32)>,
     appended_ms: u64,
-    done: oneshot::Sender<Result<u64, String>>,
+    sealing: Option<Sealing>,
+    done: oneshot::Sender<Appended>,
+}
+
+impl Pending {
+    /// The seals written after the record's payload.
+    fn seals(&self) -> &[Vec<u8>] {
+        self.sealing
+            .as_ref()
+            .and_then(|s| s.seals.as_deref())
+            .unwrap_or_default()
+    }
 }
 
 /// The appending side of a spool; cheap to clone.
@@ -295,6 +338,32 @@ impl Spool {
     /// Appends records (payload, rows) together, in order; returns the first one's
     /// sequence number once all are durable.
     pub async fn append_many(&self, records: Vec<(Vec<u8>, u32)>) -> Result<u64, SpoolError> {
+        Ok(self.submit(records, None).await?.0)
+    }
+
+    /// Appends one record sealed by `sealer` over `leaves` in its group commit (see the
+    /// module's documentation); returns its sequence number and its seals, one per leaf,
+    /// once it is durable.
+    pub async fn append_sealed(
+        &self,
+        payload: Vec<u8>,
+        rows: u32,
+        leaves: Vec<[u8; 32]>,
+        sealer: Arc<dyn GroupSealer>,
+    ) -> Result<(u64, Vec<Vec<u8>>), SpoolError> {
+        let sealing = Sealing {
+            sealer,
+            leaves,
+            seals: None,
+        };
+        self.submit(vec![(payload, rows)], Some(sealing)).await
+    }
+
+    async fn submit(
+        &self,
+        records: Vec<(Vec<u8>, u32)>,
+        sealing: Option<Sealing>,
+    ) -> Result<(u64, Vec<Vec<u8>>), SpoolError> {
         let used = self.shared.used.load(Ordering::Relaxed);
         let limit = self.shared.options.max_bytes;
         if used >= limit.saturating_add(limit / 10) {
@@ -304,6 +373,7 @@ impl Spool {
         let pending = Pending {
             records,
             appended_ms: now_ms(),
+            sealing,
             done,
         };
         self.tx
@@ -311,7 +381,7 @@ impl Spool {
             .await
             .map_err(|_| SpoolError::Closed)?;
         match wait.await {
-            Ok(Ok(seq)) => Ok(seq),
+            Ok(Ok(appended)) => Ok(appended),
             Ok(Err(reason)) => Err(SpoolError::Io {
                 dir: self.shared.dir.clone(),
                 source: std::io::Error::other(reason),
@@ -433,6 +503,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            seal(&mut group);
             let first_seq = self.next_seq;
             last_sync = (group.len() > 1).then(std::time::Instant::now);
             let (written, result) = self.write_group(&group, &mut buffer);
@@ -454,7 +525,8 @@ impl Writer {
             let mut seq = first_seq;
             for (i, pending) in group.drain(..).enumerate() {
                 if i < written {
-                    let _ = pending.done.send(Ok(seq));
+                    let seals = pending.sealing.and_then(|s| s.seals).unwrap_or_default();
+                    let _ = pending.done.send(Ok((seq, seals)));
                     seq += pending.records.len() as u64;
                 } else {
                     let reason = failed.clone().unwrap_or_default();
@@ -491,7 +563,14 @@ impl Writer {
             while end < group.len() && (end == start || *len + (buffer.len() as u64) < roll_at) {
                 let pending = &group[end];
                 for (payload, rows) in &pending.records {
-                    encode(buffer, seq, pending.appended_ms, *rows, payload);
+                    encode(
+                        buffer,
+                        seq,
+                        pending.appended_ms,
+                        *rows,
+                        payload,
+                        pending.seals(),
+                    );
                     seq += 1;
                 }
                 end += 1;
@@ -574,14 +653,87 @@ pub fn remove_in_steps(path: &Path) -> std::io::Result<u64> {
     Ok(len)
 }
 
-pub(crate) fn encode(buffer: &mut Vec<u8>, seq: u64, appended_ms: u64, rows: u32, payload: &[u8]) {
+/// Seals the group's sealed records: the leaves of all those sharing a sealer in one
+/// call. A sealer that gives the wrong number of seals leaves its records without them;
+/// those are not written, and their appenders get an error.
+fn seal(group: &mut Vec<Pending>) {
+    for i in 0..group.len() {
+        let Some(sealer) = group[i]
+            .sealing
+            .as_ref()
+            .filter(|s| s.seals.is_none())
+            .map(|s| s.sealer.clone())
+        else {
+            continue;
+        };
+        let sharing = |p: &Pending| {
+            p.sealing
+                .as_ref()
+                .is_some_and(|s| s.seals.is_none() && Arc::ptr_eq(&s.sealer, &sealer))
+        };
+        let leaves: Vec<[u8; 32]> = group[i..]
+            .iter()
+            .filter(|p| sharing(p))
+            .flat_map(|p| p.sealing.iter().flat_map(|s| s.leaves.iter().copied()))
+            .collect();
+        let mut seals = sealer.seal(&leaves);
+        if seals.len() != leaves.len() {
+            tracing::error!(
+                leaves = leaves.len(),
+                seals = seals.len(),
+                "a sealer gave the wrong number of seals; its records are not written"
+            );
+            for p in group[i..].iter_mut().filter(|p| sharing(p)) {
+                if let Some(s) = p.sealing.as_mut() {
+                    s.seals = Some(Vec::new());
+                }
+            }
+            continue;
+        }
+        let mut rest = seals.drain(..);
+        for p in group[i..].iter_mut().filter(|p| sharing(p)) {
+            if let Some(s) = p.sealing.as_mut() {
+                s.seals = Some(rest.by_ref().take(s.leaves.len()).collect());
+            }
+        }
+    }
+    let unsealed = |p: &Pending| {
+        p.sealing
+            .as_ref()
+            .is_some_and(|s| s.seals.as_ref().map(Vec::len) != Some(s.leaves.len()))
+    };
+    if group.iter().any(unsealed) {
+        let (sealed, unsealed): (Vec<Pending>, Vec<Pending>) =
+            group.drain(..).partition(|p| !unsealed(p));
+        for p in unsealed {
+            let _ = p
+                .done
+                .send(Err("the record's evidence could not be sealed".into()));
+        }
+        *group = sealed;
+    }
+}
+
+pub(crate) fn encode(
+    buffer: &mut Vec<u8>,
+    seq: u64,
+    appended_ms: u64,
+    rows: u32,
+    payload: &[u8],
+    seals: &[Vec<u8>],
+) {
     let start = buffer.len();
-    buffer.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    let len = payload.len() + seals.iter().map(|s| 4 + s.len()).sum::<usize>();
+    buffer.extend_from_slice(&(len as u32).to_le_bytes());
     buffer.extend_from_slice(&[0; 4]);
     buffer.extend_from_slice(&seq.to_le_bytes());
     buffer.extend_from_slice(&appended_ms.to_le_bytes());
     buffer.extend_from_slice(&rows.to_le_bytes());
     buffer.extend_from_slice(payload);
+    for seal in seals {
+        buffer.extend_from_slice(&(seal.len() as u32).to_le_bytes());
+        buffer.extend_from_slice(seal);
+    }
     let crc = crc32fast::hash(&buffer[start + 8..]);
     buffer[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
@@ -1033,6 +1185,130 @@ mod tests {
             records.push(record);
         }
         records
+    }
+
+    /// A sealer that records each call's leaves and seals leaf `l` as `call:l`.
+    #[derive(Default)]
+    struct Recording {
+        calls: Mutex<Vec<Vec<[u8; 32]>>>,
+    }
+
+    impl GroupSealer for Recording {
+        fn seal(&self, leaves: &[[u8; 32]]) -> Vec<Vec<u8>> {
+            let mut calls = self.calls.lock().expect("lock");
+            calls.push(leaves.to_vec());
+            let call = calls.len();
+            leaves
+                .iter()
+                .map(|l| format!("{call}:{}", l[0]).into_bytes())
+                .collect()
+        }
+    }
+
+    /// The seals a sealed record carries after `payload_len` bytes of payload.
+    fn seals_after(record: &SpoolRecord, payload_len: usize) -> Vec<Vec<u8>> {
+        let mut rest = &record.payload[payload_len..];
+        let mut seals = Vec::new();
+        while !rest.is_empty() {
+            let len = u32::from_le_bytes(rest[..4].try_into().expect("len")) as usize;
+            seals.push(rest[4..4 + len].to_vec());
+            rest = &rest[4 + len..];
+        }
+        seals
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_commit_seals_all_its_records_in_one_call() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(
+            dir.path(),
+            SpoolOptions {
+                // Appenders pile up behind each sync: groups of several.
+                sync_interval: Duration::from_millis(5),
+                ..options()
+            },
+            0,
+        )
+        .expect("opens");
+        let sealer = Arc::new(Recording::default());
+        // Appender i seals i % 3 leaves, each named by (i, k).
+        let appends: Vec<_> = (0..200u8)
+            .map(|i| {
+                let (spool, sealer) = (spool.clone(), sealer.clone());
+                tokio::spawn(async move {
+                    let leaves: Vec<[u8; 32]> = (0..i % 3)
+                        .map(|k| {
+                            let mut leaf = [0; 32];
+                            (leaf[0], leaf[1]) = (i, k);
+                            leaf
+                        })
+                        .collect();
+                    let payload = format!("task {i}").into_bytes();
+                    let (seq, seals) = spool
+                        .append_sealed(payload, 1, leaves.clone(), sealer)
+                        .await
+                        .expect("appended");
+                    (i, seq, leaves, seals)
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for append in appends {
+            answers.push(append.await.expect("joined"));
+        }
+        let calls = sealer.calls.lock().expect("lock").clone();
+        assert!(
+            calls.len() < 100,
+            "{} seal calls for 200 appends: groups are not sealed together",
+            calls.len()
+        );
+        let sealed: usize = calls.iter().map(Vec::len).sum();
+        assert_eq!(
+            sealed,
+            (0..200).map(|i| i % 3).sum::<usize>(),
+            "every leaf sealed once"
+        );
+        let records = drain(&spool, 0);
+        for (i, seq, leaves, seals) in answers {
+            assert_eq!(seals.len(), leaves.len(), "appender {i}");
+            // Each seal came from the call that held the appender's leaves, in order.
+            for (leaf, seal) in leaves.iter().zip(&seals) {
+                let text = String::from_utf8(seal.clone()).expect("utf-8");
+                let (call, first) = text.split_once(':').expect("call:leaf");
+                let call: usize = call.parse().expect("call");
+                assert!(calls[call - 1].contains(leaf), "appender {i}: {text}");
+                assert_eq!(first, leaf[0].to_string());
+            }
+            // The record holds its payload, then its seals.
+            let record = &records[seq as usize];
+            let payload = format!("task {i}");
+            assert!(record.payload.starts_with(payload.as_bytes()));
+            assert_eq!(seals_after(record, payload.len()), seals, "appender {i}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sealer_giving_the_wrong_number_of_seals_writes_nothing_of_its_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path(), options(), 0).expect("opens");
+        let short: Arc<dyn GroupSealer> = Arc::new(|_: &[[u8; 32]]| Vec::<Vec<u8>>::new());
+        let failed = spool
+            .append_sealed(b"lost".to_vec(), 1, vec![[1; 32]], short)
+            .await;
+        assert!(
+            matches!(&failed, Err(SpoolError::Io { source, .. }) if source.to_string().contains("sealed")),
+            "{failed:?}"
+        );
+        let good: Arc<dyn GroupSealer> =
+            Arc::new(|leaves: &[[u8; 32]]| leaves.iter().map(|_| b"ok".to_vec()).collect());
+        let (seq, seals) = spool
+            .append_sealed(b"kept".to_vec(), 1, vec![[2; 32]], good)
+            .await
+            .expect("appended");
+        assert_eq!((seq, seals), (0, vec![b"ok".to_vec()]));
+        let records = drain(&spool, 0);
+        assert_eq!(records.len(), 1, "the unsealed record was not written");
+        assert_eq!(seals_after(&records[0], 4), vec![b"ok".to_vec()]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

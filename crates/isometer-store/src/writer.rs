@@ -19,7 +19,9 @@ use crate::Store;
 use crate::error::StoreError;
 use crate::rowbinary::{RawRows, insert_sql};
 use crate::rows::{EventRow, ManifestRecord, ManifestRow, Shipped, TaskRow, TaskRowV2, TaskRowV3};
-use crate::spool::{Spool, SpoolError, SpoolOptions, SpoolReader, SpoolRecord, SpoolStatus};
+use crate::spool::{
+    GroupSealer, Spool, SpoolError, SpoolOptions, SpoolReader, SpoolRecord, SpoolStatus,
+};
 use clickhouse::Client;
 use isometer_core::{TaskRecord, UsageEvent};
 use std::collections::HashSet;
@@ -222,6 +224,39 @@ impl UsageWriter {
         }
     }
 
+    /// [`UsageWriter::record_with_evidence`] with the manifests' signatures made in the
+    /// spool's group commit: each manifest's `signed` holds the start of its JSON, and
+    /// `leaves` its leaf for `sealer`, which seals every task recorded in the same group
+    /// at once. The stored JSON is that start followed by the manifest's seal. Returns the
+    /// seals, one per manifest, once the record is durable.
+    pub async fn record_sealed(
+        &self,
+        events: Vec<UsageEvent>,
+        task: TaskRecord,
+        manifests: Vec<ManifestRecord>,
+        leaves: Vec<[u8; 32]>,
+        sealer: Arc<dyn GroupSealer>,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        if leaves.len() != manifests.len() {
+            return Err(StoreError::Corrupt(format!(
+                "{} leaves for {} manifests",
+                leaves.len(),
+                manifests.len()
+            )));
+        }
+        let payload = encode_sealed_task(&events, &task, &manifests)?;
+        let rows = u32::try_from(events.len() + 1 + manifests.len()).unwrap_or(u32::MAX);
+        match self
+            .spool
+            .append_sealed(payload, rows, leaves, sealer)
+            .await
+        {
+            Ok((_, seals)) => Ok(seals),
+            Err(SpoolError::Full { .. }) => Err(StoreError::SpoolFull),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Appends many tasks at once (bulk loads and benchmarks); one durability wait.
     pub async fn record_many(
         &self,
@@ -299,7 +334,11 @@ pub fn spool_status(dir: &Path) -> Result<SpoolStatus, StoreError> {
 /// carries the gateway's controls (retry stop, fallback, loop cap, avoided cost). Format 4:
 /// and the compliance flag. Format 5: the same rows in ClickHouse's RowBinary (see
 /// [`RawRows::encode`]), so shipping copies them instead of decoding and encoding each.
+/// Format 6: the same, recorded sealed ([`UsageWriter::record_sealed`]): each manifest
+/// row notes where its `signed` column is, and the spool's seals follow the rows, one per
+/// manifest, to be appended to that column when shipped.
 const PAYLOAD_FORMAT: u8 = 5;
+const SEALED_PAYLOAD_FORMAT: u8 = 6;
 
 /// A task's rows as one spool record.
 fn encode_task(
@@ -319,6 +358,30 @@ fn encode_task(
     rows.events.encode(&mut payload);
     rows.tasks.encode(&mut payload);
     rows.manifests.encode(&mut payload);
+    Ok(payload)
+}
+
+/// A task's rows as one spool record to be sealed (format 6).
+fn encode_sealed_task(
+    events: &[UsageEvent],
+    task: &TaskRecord,
+    manifests: &[ManifestRecord],
+) -> Result<Vec<u8>, StoreError> {
+    let events = events
+        .iter()
+        .map(EventRow::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    let task = TaskRow::try_from(task)?;
+    let mut rows = Batch::default();
+    events.iter().try_for_each(|r| rows.events.push(r))?;
+    rows.tasks.push(&task)?;
+    manifests
+        .iter()
+        .try_for_each(|m| rows.manifests.push(&ManifestRow::from(m)))?;
+    let mut payload = vec![SEALED_PAYLOAD_FORMAT];
+    rows.events.encode(&mut payload);
+    rows.tasks.encode(&mut payload);
+    rows.manifests.encode_sealed(&mut payload)?;
     Ok(payload)
 }
 
@@ -342,7 +405,7 @@ fn decode_task(record: &SpoolRecord) -> Result<TaskRows, StoreError> {
             .map(|(events, task): (_, TaskRowV2)| (events, task.into(), Vec::new()))
             .map_err(undecodable),
         Some((format, _)) => Err(StoreError::Corrupt(format!(
-            "spool record {} has payload format {format}; this isometer reads formats 1 to {PAYLOAD_FORMAT}",
+            "spool record {} has payload format {format}; this isometer reads formats 1 to {SEALED_PAYLOAD_FORMAT}",
             record.seq
         ))),
         None => Err(StoreError::Corrupt(format!(
@@ -580,6 +643,14 @@ impl Batch {
                 self.events.decode_into(&mut rows).map_err(cut)?;
                 self.tasks.decode_into(&mut rows).map_err(cut)?;
                 self.manifests.decode_into(&mut rows).map_err(cut)?;
+            }
+            Some((&SEALED_PAYLOAD_FORMAT, mut rows)) => {
+                let cut = |e: StoreError| {
+                    StoreError::Corrupt(format!("spool record {} does not decode: {e}", record.seq))
+                };
+                self.events.decode_into(&mut rows).map_err(cut)?;
+                self.tasks.decode_into(&mut rows).map_err(cut)?;
+                self.manifests.decode_sealed_into(&mut rows).map_err(cut)?;
             }
             _ => self.push_typed(decode_task(&record)?)?,
         }
@@ -972,6 +1043,7 @@ impl Shipper {
                     record.appended_ms,
                     record.rows,
                     &record.payload,
+                    &[],
                 ),
                 Ok(None) => {
                     break Err(std::io::Error::other(format!(
@@ -1288,5 +1360,54 @@ mod tests {
 
         let err = decode_task(&record(vec![9, 0])).expect_err("unknown format");
         assert!(err.to_string().contains("payload format 9"), "{err}");
+
+        // Sealed (format 6): the spool's seals follow the rows, one per manifest, and each
+        // is appended to its manifest's `signed` when the record is gathered.
+        let sealed_manifest = |i: u16, signed: &str| ManifestRecord {
+            manifest_id: format!("t1/{i}"),
+            attempt: i,
+            signed: signed.into(),
+            ..manifest.clone()
+        };
+        let recorded = [
+            sealed_manifest(1, "{\"m\":1"),
+            sealed_manifest(2, &"x".repeat(120)),
+        ];
+        let seals = [b",\"s\":1}".to_vec(), vec![b'y'; 20]];
+        let mut payload = encode_sealed_task(&[], &task(), &recorded).expect("encoded sealed");
+        let unsealed_len = payload.len();
+        for seal in &seals {
+            payload.extend_from_slice(&(seal.len() as u32).to_le_bytes());
+            payload.extend_from_slice(seal);
+        }
+        let mut batch = Batch::default();
+        batch.add(record(payload.clone())).expect("decodes");
+        let mut expected = RawRows::default();
+        expected
+            .push(&ManifestRow::from(&sealed_manifest(1, "{\"m\":1,\"s\":1}")))
+            .expect("encoded");
+        // 120 + 20 bytes: the string's length takes two bytes of LEB128 instead of one.
+        expected
+            .push(&ManifestRow::from(&sealed_manifest(
+                2,
+                &format!("{}{}", "x".repeat(120), "y".repeat(20)),
+            )))
+            .expect("encoded");
+        assert_eq!(batch.manifests.bytes(), expected.bytes());
+        assert_eq!(batch.tasks.keys().collect::<Vec<_>>(), ["t1"]);
+        batch.stamp();
+        let stamped = batch.manifests.bytes();
+        assert_eq!(stamped[stamped.len() - 8..], 7u64.to_le_bytes());
+        // A seal missing, cut short, or bytes after the seals: errors, never a wrong row.
+        for broken in [
+            &payload[..unsealed_len],
+            &payload[..payload.len() - 1],
+            &[&payload[..], b"!"].concat()[..],
+        ] {
+            let err = Batch::default()
+                .add(record(broken.to_vec()))
+                .expect_err("broken");
+            assert!(err.to_string().contains("spool record 7"), "{err}");
+        }
     }
 }

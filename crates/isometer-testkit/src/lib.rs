@@ -45,7 +45,7 @@ pub fn signer() -> isometer_evidence::BatchSigner {
         dir
     });
     let key = isometer_evidence::EvidenceKey::load_or_create(dir.path()).expect("evidence key");
-    isometer_evidence::BatchSigner::new(key).expect("signer thread")
+    isometer_evidence::BatchSigner::new(key)
 }
 
 /// The shared ephemeral server of this test binary.

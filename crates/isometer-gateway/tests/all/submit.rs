@@ -205,6 +205,75 @@ async fn a_policy_allowlist_and_the_task_context_reach_the_tool() {
     );
 }
 
+/// Tasks recorded together share one signature, made in the spool's group commit: every
+/// answer's manifest verifies on its own, and ClickHouse holds exactly the JSON answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_tasks_share_signatures_and_store_what_they_answer() {
+    let upstream = Upstream::start(200, "{}").await;
+    let store = isometer_testkit::database().await;
+    let gateway = Arc::new(
+        Gateway::new(
+            Arc::new(config(&upstream)),
+            store.writer(WriterOptions::default()).expect("writer"),
+            isometer_testkit::signer(),
+            Arc::new(SystemClock),
+        )
+        .expect("gateway"),
+    );
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let gateway = gateway.clone();
+            tokio::spawn(async move {
+                gateway
+                    .submit(TaskRequest {
+                        trace_id: Some("trace-shared".into()),
+                        ..TaskRequest::new("acme", "summarize", json!({"text": format!("t{i}")}))
+                    })
+                    .await
+                    .expect("answered")
+            })
+        })
+        .collect();
+    let mut answered = std::collections::HashMap::new();
+    let mut roots = std::collections::HashSet::new();
+    for task in tasks {
+        let response = task.await.expect("joined");
+        assert_eq!(response.outcome, Outcome::Success);
+        let manifest = &response.attempts[0].manifest;
+        manifest
+            .verify(gateway.signer().trusted())
+            .expect("the answered manifest verifies");
+        assert_eq!(
+            response.attempts[0].manifest_digest,
+            isometer_core::sha256_hex(&manifest.manifest.canonical_bytes().expect("bytes"))
+        );
+        roots.insert(manifest.batch.root.clone());
+        answered.insert(
+            response.task_id.clone(),
+            serde_json::to_string(manifest).expect("json"),
+        );
+    }
+    assert!(
+        roots.len() < 64,
+        "64 concurrent tasks took {} signatures",
+        roots.len()
+    );
+    gateway.flush().await.expect("flushed");
+    let stored = store
+        .manifests_by_trace("trace-shared")
+        .await
+        .expect("manifests");
+    assert_eq!(stored.len(), 64);
+    for record in stored {
+        assert_eq!(
+            Some(&record.signed),
+            answered.get(&record.task_id),
+            "stored as answered"
+        );
+        assert_eq!(record.key_id, gateway.signer().key_id());
+    }
+}
+
 /// A policy that requires the agent's confidence in the evidence: a task without it fails
 /// closed (no output, denied, the manifest naming what was missing); with it, it succeeds.
 #[tokio::test]

@@ -220,3 +220,127 @@ async fn money_beyond_the_column_is_refused_before_it_is_queued() {
         "{err}"
     );
 }
+
+fn manifest(task: &str, attempt: u16, signed: &str) -> isometer_store::ManifestRecord {
+    isometer_store::ManifestRecord {
+        manifest_id: event_id(task, attempt),
+        started: at(1_763_700_000_000 + i64::from(attempt)),
+        trace_id: "trace-sealed".into(),
+        task_id: task.into(),
+        attempt,
+        tenant_id: "acme".into(),
+        tool_id: "summarize".into(),
+        policy_id: "summarize/standard".into(),
+        policy_version: "cd".repeat(32),
+        outcome: Outcome::Success,
+        verdict: Verdict::Allow,
+        key_id: "k1".into(),
+        digest: "ef".repeat(32),
+        signed: signed.into(),
+        input: b"{\"text\":\"hi\"}".to_vec(),
+        output: vec![0xff, 0x00, 0x7f],
+        logs: b"a log line".to_vec(),
+    }
+}
+
+/// Seals leaf `l` as `,"n":CALL,"leaf":FIRST_BYTE}`: the JSON's end, naming the call.
+#[derive(Debug, Default)]
+struct Counting {
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl isometer_store::GroupSealer for Counting {
+    fn seal(&self, leaves: &[[u8; 32]]) -> Vec<Vec<u8>> {
+        let call = self
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        leaves
+            .iter()
+            .map(|l| format!(",\"n\":{call},\"leaf\":{}}}", l[0]).into_bytes())
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_manifests_are_stored_with_their_seals_also_when_shipped_after_a_restart() {
+    let store = isometer_testkit::database().await;
+    let spool = tempfile::tempdir().expect("tempdir");
+    let options = || WriterOptions {
+        spool_dir: Some(spool.path().to_owned()),
+        ..WriterOptions::default()
+    };
+    let sealer = std::sync::Arc::new(Counting::default());
+    // Tasks of 1 to 3 attempts, recorded concurrently (groups of several), the first
+    // writer stopped before its shipper ran: the records ship from the files after a
+    // restart. The stored JSON is the recorded start followed by the seal.
+    let record_all = |writer: std::sync::Arc<isometer_store::UsageWriter>, from: usize| {
+        let sealer = sealer.clone();
+        (from..from + 30)
+            .map(|i| {
+                let (writer, sealer) = (writer.clone(), sealer.clone());
+                tokio::spawn(async move {
+                    let name = format!("sealed-{i}");
+                    let attempts = 1 + (i % 3) as u16;
+                    let events: Vec<UsageEvent> = (1..=attempts)
+                        .map(|a| event(&name, "acme", a, Outcome::Success, "0.01"))
+                        .collect();
+                    let manifests: Vec<_> = (1..=attempts)
+                        .map(|a| manifest(&name, a, &format!("{{\"task\":\"{name}\",\"a\":{a}")))
+                        .collect();
+                    let leaves = (1..=attempts).map(|a| [a as u8; 32]).collect();
+                    let task = task(&name, "acme", &events);
+                    let seals = writer
+                        .record_sealed(events, task, manifests, leaves, sealer)
+                        .await
+                        .expect("recorded");
+                    (name, seals)
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut answered = Vec::new();
+    {
+        let writer = std::sync::Arc::new(
+            store
+                .writer(WriterOptions {
+                    // Nothing ships from the first writer.
+                    batch_rows: 1_000_000,
+                    max_delay: std::time::Duration::from_secs(600),
+                    ..options()
+                })
+                .expect("writer"),
+        );
+        for t in record_all(writer, 0) {
+            answered.push(t.await.expect("joined"));
+        }
+    }
+    let writer = std::sync::Arc::new(store.writer(options()).expect("reopened"));
+    for t in record_all(writer.clone(), 30) {
+        answered.push(t.await.expect("joined"));
+    }
+    writer.flush().await.expect("flushed");
+    let stored = store
+        .manifests_by_trace("trace-sealed")
+        .await
+        .expect("manifests");
+    assert_eq!(stored.len(), (0..60).map(|i| 1 + i % 3).sum::<usize>());
+    let calls = sealer.calls.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(calls < 60, "{calls} seal calls for 60 tasks");
+    for (name, seals) in answered {
+        for (a, seal) in (1..=seals.len()).zip(&seals) {
+            let row = stored
+                .iter()
+                .find(|m| m.manifest_id == event_id(&name, a as u16))
+                .unwrap_or_else(|| panic!("{name}/{a} stored"));
+            let seal = std::str::from_utf8(seal).expect("utf-8");
+            assert!(seal.ends_with(&format!("\"leaf\":{a}}}")), "{seal}");
+            assert_eq!(row.signed, format!("{{\"task\":\"{name}\",\"a\":{a}{seal}"));
+            let json: serde_json::Value = serde_json::from_str(&row.signed).expect("json");
+            assert_eq!(json["leaf"], a);
+            // The columns after the sealed one are intact.
+            assert_eq!(row.output, vec![0xff, 0x00, 0x7f]);
+            assert_eq!(row.logs, b"a log line");
+        }
+    }
+}
