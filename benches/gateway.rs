@@ -29,7 +29,11 @@
 //! - `victim_p99_ratio`: two tenants' p99 at a steady rate with the noisy tenant flooding,
 //!   over their p99 alone, in five rounds of 5 s windows; the rounds' median;
 //! - `overload_rss_mib`: the process's peak RSS under open-loop load at five times
-//!   saturation; every refused task must have had a 429 and left a `throttled` record.
+//!   saturation from one tenant of the free tier (8 running, 32 queued) whose tasks hold
+//!   their slot for 2 ms, so that admission refuses most of them (a `noop` task holds its
+//!   slot for microseconds: the HTTP work ahead of admission bounds it, and no tier's
+//!   queue fills); every refused task must have had a 429 and left a `throttled`
+//!   record.
 
 mod common;
 
@@ -105,7 +109,7 @@ fn main() -> anyhow::Result<()> {
             std::future::pending::<()>(),
         ));
         let mut keys = std::collections::HashMap::new();
-        for tenant in ["acme", "globex", "hooli"] {
+        for tenant in ["acme", "globex", "hooli", "initech"] {
             keys.insert(
                 tenant,
                 create_key(&store, Role::Tenant, Some(tenant)).await?.key,
@@ -194,8 +198,8 @@ fn main() -> anyhow::Result<()> {
     let rss_before_mib = rss_kib() as f64 / 1024.0;
     let overload = client_rt.block_on(open_loop(
         &client,
-        &keys["globex"],
-        &noop,
+        &keys["initech"],
+        &json!({"tool_id": "slow", "input": {"ms": 2}}),
         http_tasks_per_s * 5.0,
         OVERLOAD_FOR,
     ))?;
@@ -416,8 +420,9 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The shipped configuration with `noop` for the standard and premium tiers, a third
-/// tenant, and weights 1 (standard) and 2 (premium).
+/// The shipped configuration with `noop` for the standard and premium tiers, `slow` for
+/// the free tier, a third standard tenant, and weights 1 (free, standard) and 2
+/// (premium).
 fn bench_config(root: &std::path::Path) -> anyhow::Result<Config> {
     let mut config = Config::load(&root.join("config"))?;
     for tool in &mut config.tools {
@@ -443,6 +448,16 @@ fn bench_config(root: &std::path::Path) -> anyhow::Result<Config> {
             ..template
         });
     }
+    // The overloading tenant's tool, on the free tier.
+    let template = config
+        .policy_for("summarize", "free")
+        .ok_or_else(|| anyhow::anyhow!("no summarize/free policy"))?
+        .clone();
+    config.policies.push(Policy {
+        id: "slow/free".into(),
+        tool_id: "slow".into(),
+        ..template
+    });
     config.tenants.push(Tenant {
         id: "hooli".into(),
         name: "Hooli".into(),
