@@ -215,7 +215,7 @@ impl UsageWriter {
         task: TaskRecord,
         manifests: Vec<ManifestRecord>,
     ) -> Result<(), StoreError> {
-        let payload = encode_task(&events, &task, &manifests)?;
+        let payload = encode_task(&events, &task, &manifests, false)?;
         let rows = u32::try_from(events.len() + 1 + manifests.len()).unwrap_or(u32::MAX);
         match self.spool.append(payload, rows).await {
             Ok(_) => Ok(()),
@@ -244,7 +244,7 @@ impl UsageWriter {
                 manifests.len()
             )));
         }
-        let payload = encode_sealed_task(&events, &task, &manifests)?;
+        let payload = encode_task(&events, &task, &manifests, true)?;
         let rows = u32::try_from(events.len() + 1 + manifests.len()).unwrap_or(u32::MAX);
         match self
             .spool
@@ -266,7 +266,7 @@ impl UsageWriter {
             .iter()
             .map(|(events, task)| {
                 let rows = u32::try_from(events.len() + 1).unwrap_or(u32::MAX);
-                encode_task(events, task, &[]).map(|payload| (payload, rows))
+                encode_task(events, task, &[], false).map(|payload| (payload, rows))
             })
             .collect::<Result<Vec<_>, _>>()?;
         match self.spool.append_many(records).await {
@@ -340,11 +340,12 @@ pub fn spool_status(dir: &Path) -> Result<SpoolStatus, StoreError> {
 const PAYLOAD_FORMAT: u8 = 5;
 const SEALED_PAYLOAD_FORMAT: u8 = 6;
 
-/// A task's rows as one spool record.
+/// A task's rows as one spool record; `sealed`: to be sealed in the spool (format 6).
 fn encode_task(
     events: &[UsageEvent],
     task: &TaskRecord,
     manifests: &[ManifestRecord],
+    sealed: bool,
 ) -> Result<Vec<u8>, StoreError> {
     let events = events
         .iter()
@@ -354,35 +355,19 @@ fn encode_task(
     let manifests: Vec<ManifestRow> = manifests.iter().map(ManifestRow::from).collect();
     let mut rows = Batch::default();
     rows.push_typed((events, task, manifests))?;
-    let mut payload = vec![PAYLOAD_FORMAT];
-    rows.events.encode(&mut payload);
-    rows.tasks.encode(&mut payload);
-    rows.manifests.encode(&mut payload);
-    Ok(payload)
-}
-
-/// A task's rows as one spool record to be sealed (format 6).
-fn encode_sealed_task(
-    events: &[UsageEvent],
-    task: &TaskRecord,
-    manifests: &[ManifestRecord],
-) -> Result<Vec<u8>, StoreError> {
-    let events = events
-        .iter()
-        .map(EventRow::try_from)
-        .collect::<Result<Vec<_>, _>>()?;
-    let task = TaskRow::try_from(task)?;
-    let mut rows = Batch::default();
-    events.iter().try_for_each(|r| rows.events.push(r))?;
-    rows.tasks.push(&task)?;
-    manifests
-        .iter()
-        .try_for_each(|m| rows.manifests.push(&ManifestRow::from(m)))?;
-    let mut payload = vec![SEALED_PAYLOAD_FORMAT];
-    rows.events.encode(&mut payload);
-    rows.tasks.encode(&mut payload);
-    rows.manifests.encode_sealed(&mut payload)?;
-    Ok(payload)
+    if sealed {
+        let mut payload = vec![SEALED_PAYLOAD_FORMAT];
+        rows.events.encode(&mut payload);
+        rows.tasks.encode(&mut payload);
+        rows.manifests.encode_sealed(&mut payload)?;
+        Ok(payload)
+    } else {
+        let mut payload = vec![PAYLOAD_FORMAT];
+        rows.events.encode(&mut payload);
+        rows.tasks.encode(&mut payload);
+        rows.manifests.encode(&mut payload);
+        Ok(payload)
+    }
 }
 
 /// The rows of one spool record written in formats 1 to 4.
@@ -636,21 +621,17 @@ impl Batch {
 
     fn add(&mut self, record: SpoolRecord) -> Result<(), StoreError> {
         match record.payload.split_first() {
-            Some((&PAYLOAD_FORMAT, mut rows)) => {
+            Some((&format @ (PAYLOAD_FORMAT | SEALED_PAYLOAD_FORMAT), mut rows)) => {
                 let cut = |e: StoreError| {
                     StoreError::Corrupt(format!("spool record {} does not decode: {e}", record.seq))
                 };
                 self.events.decode_into(&mut rows).map_err(cut)?;
                 self.tasks.decode_into(&mut rows).map_err(cut)?;
-                self.manifests.decode_into(&mut rows).map_err(cut)?;
-            }
-            Some((&SEALED_PAYLOAD_FORMAT, mut rows)) => {
-                let cut = |e: StoreError| {
-                    StoreError::Corrupt(format!("spool record {} does not decode: {e}", record.seq))
-                };
-                self.events.decode_into(&mut rows).map_err(cut)?;
-                self.tasks.decode_into(&mut rows).map_err(cut)?;
-                self.manifests.decode_sealed_into(&mut rows).map_err(cut)?;
+                if format == SEALED_PAYLOAD_FORMAT {
+                    self.manifests.decode_sealed_into(&mut rows).map_err(cut)?;
+                } else {
+                    self.manifests.decode_into(&mut rows).map_err(cut)?;
+                }
             }
             _ => self.push_typed(decode_task(&record)?)?,
         }
@@ -1213,7 +1194,7 @@ mod tests {
         let payload = |i: u64| {
             let mut t = task();
             t.task_id = format!("t{i}");
-            encode_task(&[], &t, &[]).expect("encoded")
+            encode_task(&[], &t, &[], false).expect("encoded")
         };
         let add = |batch: &mut Batch, from: u64, n: u64| {
             for seq in from..from + n {
@@ -1274,7 +1255,7 @@ mod tests {
             while !batch.is_full(&options) {
                 let mut t = task();
                 t.task_id = format!("t{seq}");
-                let mut r = record(encode_task(&[], &t, &[]).expect("encoded"));
+                let mut r = record(encode_task(&[], &t, &[], false).expect("encoded"));
                 r.seq = seq;
                 batch.add(r).expect("decodes");
                 seq += 1;
@@ -1336,7 +1317,8 @@ mod tests {
             logs: Vec::new(),
         };
         // The current format holds the rows in RowBinary, exactly as encoding them does.
-        let current = encode_task(&[], &task(), std::slice::from_ref(&manifest)).expect("encoded");
+        let current =
+            encode_task(&[], &task(), std::slice::from_ref(&manifest), false).expect("encoded");
         let mut batch = Batch::default();
         batch.add(record(current.clone())).expect("decodes");
         let mut expected = RawRows::default();
@@ -1374,7 +1356,7 @@ mod tests {
             sealed_manifest(2, &"x".repeat(120)),
         ];
         let seals = [b",\"s\":1}".to_vec(), vec![b'y'; 20]];
-        let mut payload = encode_sealed_task(&[], &task(), &recorded).expect("encoded sealed");
+        let mut payload = encode_task(&[], &task(), &recorded, true).expect("encoded sealed");
         let unsealed_len = payload.len();
         for seal in &seals {
             payload.extend_from_slice(&(seal.len() as u32).to_le_bytes());
