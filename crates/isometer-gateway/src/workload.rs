@@ -7,8 +7,8 @@
 //! The week has the shape of a real agent platform's: busier tenants submit more; agent
 //! sessions (runs) of 10 to 40 tasks, some exploratory; in about one run in five the
 //! agent's confidence drifts down until its loop cap stops it; one day brings a burst of
-//! concurrent tasks from the smallest tenant, more than its tier admits, so some are refused
-//! (`throttled`). [`Hooks::new_day`] lets the caller act at each simulated midnight (the
+//! concurrent archive exports from a small tenant, more than its tier admits, so some are
+//! refused (`throttled`). [`Hooks::new_day`] lets the caller act at each simulated midnight (the
 //! demo changes the configuration and rolls it back mid-week).
 
 use crate::{Gateway, GatewayError, TaskRequest};
@@ -85,7 +85,7 @@ impl Hooks for NoHooks {
     async fn new_day(&mut self, _day: u32) {}
 }
 
-/// The burst: this many tasks at once from the smallest tenant, on the day before last.
+/// The burst: this many tasks at once from a small tenant, on the day before last.
 const BURST_TASKS: usize = 400;
 /// The share of runs whose agent loses confidence as it goes.
 const DRIFTING_RUNS: f64 = 0.2;
@@ -186,8 +186,7 @@ pub async fn run(
                 expire(gateway, &mut summary).await?;
                 hooks.new_day(day).await;
                 if day == burst_day && options.burst_tasks() > 0 {
-                    let smallest = tenants[tenants.len() - 1];
-                    burst(gateway, smallest, &mut rng, &mut summary).await?;
+                    burst(gateway, &mut rng, &mut summary).await?;
                     done += BURST_TASKS;
                     progress(done, total);
                 }
@@ -318,18 +317,31 @@ fn count(summary: &mut WorkloadSummary, outcome: Outcome, cost: Money) {
     summary.tasks += 1;
 }
 
-/// A burst: many tasks from one tenant at the same moment, past what its tier admits.
+/// The tool of the burst: an archive export (each task holds its admission slot for 50 to
+/// 150 ms, waiting on the archive), so that a fan-out of them is more than a tier admits.
+const BURST_TOOL: &str = "slow";
+
+/// A burst: many tasks from one tenant at the same moment, past what its tier admits. The
+/// tenant is the smallest whose tier may run [`BURST_TOOL`] (else the smallest).
 async fn burst(
     gateway: &Arc<Gateway>,
-    tenant: &str,
     rng: &mut StdRng,
     summary: &mut WorkloadSummary,
 ) -> Result<(), GatewayError> {
+    let config = gateway.config();
+    let tenant = config
+        .tenants
+        .iter()
+        .rev()
+        .find(|t| config.policy_for(BURST_TOOL, &t.tier).is_some())
+        .or(config.tenants.last())
+        .map(|t| t.id.clone())
+        .unwrap_or_default();
     let requests: Vec<TaskRequest> = (0..BURST_TASKS)
         .map(|i| TaskRequest {
-            tenant_id: tenant.to_owned(),
-            tool_id: "json-transform".to_owned(),
-            input: json!({ "records": [{ "id": i, "amount": rng.random_range(1..10_000) }], "sum": "amount" }),
+            tenant_id: tenant.clone(),
+            tool_id: BURST_TOOL.to_owned(),
+            input: json!({ "export": i, "ms": rng.random_range(50..150) }),
             use_case: None,
             run_id: Some(format!("{tenant}-burst")),
             run_class: RunClass::Customer,
