@@ -217,11 +217,11 @@ impl UsageWriter {
     ) -> Result<(), StoreError> {
         let payload = encode_task(&events, &task, &manifests, false)?;
         let rows = u32::try_from(events.len() + 1 + manifests.len()).unwrap_or(u32::MAX);
-        match self.spool.append(payload, rows).await {
-            Ok(_) => Ok(()),
-            Err(SpoolError::Full { .. }) => Err(StoreError::SpoolFull),
-            Err(e) => Err(e.into()),
-        }
+        self.spool
+            .append(payload, rows)
+            .await
+            .map(|_| ())
+            .map_err(refused)
     }
 
     /// [`UsageWriter::record_with_evidence`] with the manifests' signatures made in the
@@ -246,15 +246,11 @@ impl UsageWriter {
         }
         let payload = encode_task(&events, &task, &manifests, true)?;
         let rows = u32::try_from(events.len() + 1 + manifests.len()).unwrap_or(u32::MAX);
-        match self
-            .spool
+        self.spool
             .append_sealed(payload, rows, leaves, sealer)
             .await
-        {
-            Ok((_, seals)) => Ok(seals),
-            Err(SpoolError::Full { .. }) => Err(StoreError::SpoolFull),
-            Err(e) => Err(e.into()),
-        }
+            .map(|(_, seals)| seals)
+            .map_err(refused)
     }
 
     /// Appends many tasks at once (bulk loads and benchmarks); one durability wait.
@@ -269,11 +265,11 @@ impl UsageWriter {
                 encode_task(events, task, &[], false).map(|payload| (payload, rows))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        match self.spool.append_many(records).await {
-            Ok(_) => Ok(()),
-            Err(SpoolError::Full { .. }) => Err(StoreError::SpoolFull),
-            Err(e) => Err(e.into()),
-        }
+        self.spool
+            .append_many(records)
+            .await
+            .map(|_| ())
+            .map_err(refused)
     }
 
     /// The database this writer ships to.
@@ -319,6 +315,15 @@ impl UsageWriter {
             rejected_batches: state.rejected,
             last_error: state.last_error,
         })
+    }
+}
+
+/// Why the spool did not take a record, as the writer's callers see it: a full spool is
+/// [`StoreError::SpoolFull`].
+fn refused(e: SpoolError) -> StoreError {
+    match e {
+        SpoolError::Full { .. } => StoreError::SpoolFull,
+        e => e.into(),
     }
 }
 
