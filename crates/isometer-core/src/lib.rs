@@ -28,13 +28,18 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Lower-case hex of `bytes`. (Evidence hashes many small values per attempt; this is a
 /// table lookup per nibble, not a `char` iterator.)
 pub fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = Vec::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends the lower-case hex of `bytes` to `out`.
+pub fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
         out.push(DIGITS[usize::from(b >> 4)]);
         out.push(DIGITS[usize::from(b & 0x0f)]);
     }
-    String::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use crate::signing::{Hash, digest_of, leaf_hash, merkle_levels, path_of};
 use crate::{
     BatchProof, EncodeError, EncodedManifest, EvidenceKey, Manifest, SignedManifest, TrustedKeys,
 };
+use isometer_core::push_hex;
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -94,14 +95,6 @@ impl BatchSigner {
                 out
             })
             .collect()
-    }
-}
-
-fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 0x0f)]);
     }
 }
 
